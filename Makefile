@@ -1,0 +1,40 @@
+# `make demo` and `make test` set up everything they need on first use:
+# .venv (Python 3.7 + requirements.txt), labels.txt and the checkpoint.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CKPT   := checkpoints/mobilenet_v1_1.0_224.ckpt.index
+LABELS := labels.txt
+DEMO_OUT := demo_output
+
+.PHONY: demo test weights setup examples clean
+
+demo: setup
+	$(PY) inference.py --image=images/chelsea.png --output_dir=$(DEMO_OUT)/chelsea
+	$(PY) inference.py --image=images/cat_and_coffee.png --label=282 --output_dir=$(DEMO_OUT)/cat_and_coffee_282
+	@echo "pictures written under $(DEMO_OUT)/"
+
+test: setup
+	$(PY) -m pytest -q tests
+
+setup: $(STAMP) $(LABELS) $(CKPT)
+
+$(STAMP): requirements.txt scripts/setup_venv.sh
+	bash scripts/setup_venv.sh
+
+$(LABELS): scripts/make_labels.py | $(STAMP)
+	$(PY) scripts/make_labels.py
+
+$(CKPT): | $(STAMP)
+	$(PY) weights.py
+
+# Re-check the checkpoint and fetch it when absent (idempotent).
+weights: $(STAMP)
+	$(PY) weights.py
+
+# Regenerate the README's example pictures (committed under docs/examples/).
+examples: setup
+	bash scripts/make_examples.sh
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

@@ -1,0 +1,167 @@
+"""Grad-CAM, guided backpropagation and their fusion, in numpy/OpenCV only.
+
+Works on arrays from any framework. Conventions:
+- ``conv_activations`` and ``conv_gradient``: [h, w, C] feature maps of the explained
+  layer and the gradient of the target class score (a logit, not a probability) w.r.t.
+  them. A leading batch axis of size 1 is accepted and dropped.
+- ``guided_backprop``: [H, W, 3] gradient of the same score w.r.t. the input image;
+  its H, W set the size of every picture.
+- Pictures are float32 in [0, 1], RGB, [H, W] or [H, W, 3].
+"""
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+FUSIONS = ("paper", "seed")
+
+# Guided gradients are shown around mid-grey: 0.5 + 0.5 * g / s, clipped to [0, 1], where s is
+# this percentile of |g|. Zero gradient is grey, as in the paper's figures; a percentile rather
+# than the maximum keeps a handful of extreme pixels from washing out the picture.
+DISPLAY_PERCENTILE = 99.5
+
+
+def _drop_batch(a: np.ndarray, rank: int, name: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim == rank + 1 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != rank:
+        raise ValueError("%s must have %d dimensions, got shape %s" % (name, rank, a.shape))
+    return a
+
+
+def compute_cam(conv_activations: np.ndarray, conv_gradient: np.ndarray) -> np.ndarray:
+    """Unnormalised Grad-CAM [h, w], float32 >= 0.
+
+    Channel weights are the spatial mean of the gradient; the CAM is the ReLU of the
+    weighted sum of the feature maps.
+    """
+    acts = _drop_batch(conv_activations, 3, "conv_activations")
+    grad = _drop_batch(conv_gradient, 3, "conv_gradient")
+    if acts.shape != grad.shape:
+        raise ValueError("conv_activations %s and conv_gradient %s differ in shape"
+                         % (acts.shape, grad.shape))
+    weights = grad.mean(axis=(0, 1))
+    cam = np.tensordot(acts, weights, axes=([2], [0]))
+    return np.maximum(cam, 0.0).astype(np.float32)
+
+
+def normalize_max(x: np.ndarray) -> np.ndarray:
+    """x / max(x) for x >= 0; all zeros (not NaN) when the maximum is not positive."""
+    x = np.asarray(x, dtype=np.float32)
+    peak = float(x.max()) if x.size else 0.0
+    if not np.isfinite(peak) or peak <= 0.0:
+        return np.zeros_like(x)
+    return x / peak
+
+
+def normalize_minmax(x: np.ndarray) -> np.ndarray:
+    """(x - min) / (max - min) in [0, 1]; all zeros when x is constant."""
+    x = np.asarray(x, dtype=np.float32)
+    lo, hi = float(x.min()), float(x.max())
+    if hi - lo <= 0.0:
+        return np.zeros_like(x)
+    return (x - lo) / (hi - lo)
+
+
+def scale_signed(x: np.ndarray, percentile: float = DISPLAY_PERCENTILE) -> np.ndarray:
+    """Display scaling of a signed gradient: zero -> 0.5, see ``DISPLAY_PERCENTILE``."""
+    x = np.asarray(x, dtype=np.float32)
+    scale = float(np.percentile(np.abs(x), percentile)) if x.size else 0.0
+    if scale <= 0.0:
+        scale = float(np.abs(x).max()) if x.size else 0.0
+    if scale <= 0.0:
+        return np.full_like(x, 0.5)
+    return np.clip(0.5 + 0.5 * x / scale, 0.0, 1.0)
+
+
+def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a [h, w] map to [height, width]."""
+    # OpenCV takes the target size as (width, height).
+    return cv2.resize(np.asarray(cam, dtype=np.float32), (int(width), int(height)),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def gradcam(conv_activations: np.ndarray, conv_gradient: np.ndarray,
+            guided_backprop: np.ndarray, fusion: str = "paper"
+            ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fuse the arrays of one image into (gradcam, guided_backprop, guided_gradcam).
+
+    Inputs as in the module docstring. Returns float32 pictures in [0, 1]:
+    gradcam [H, W] (CAM upsampled, divided by its maximum; zeros when the CAM is all zero),
+    guided_backprop [H, W, 3] and guided_gradcam [H, W, 3], both scaled by ``scale_signed``.
+
+    fusion="paper": guided Grad-CAM is the raw guided gradient times the upsampled CAM,
+    scaled for display afterwards. fusion="seed": the min-max normalised guided gradient
+    times the CAM (the seed's order, which turns zero gradient into a CAM-shaped blur).
+    """
+    if fusion not in FUSIONS:
+        raise ValueError("fusion must be one of %s, got %r" % (", ".join(FUSIONS), fusion))
+    gbp = _drop_batch(guided_backprop, 3, "guided_backprop")
+    if not np.all(np.isfinite(gbp)):
+        raise ValueError("guided_backprop contains NaN or infinite values")
+    cam = compute_cam(conv_activations, conv_gradient)
+    if not np.all(np.isfinite(cam)):
+        raise ValueError("conv_activations or conv_gradient contain NaN or infinite values")
+    height, width = gbp.shape[:2]
+    cam_image = normalize_max(np.maximum(upsample(cam, height, width), 0.0))
+    if fusion == "paper":
+        guided_gradcam = scale_signed(gbp * cam_image[..., None])
+    else:
+        guided_gradcam = normalize_minmax(gbp) * cam_image[..., None]
+    return cam_image, scale_signed(gbp), guided_gradcam.astype(np.float32)
+
+
+def to_uint8(picture: np.ndarray) -> np.ndarray:
+    """[0, 1] float picture -> uint8 with the same shape."""
+    return (np.clip(picture, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def heatmap(cam_image: np.ndarray, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """Colour a [H, W] map in [0, 1] -> RGB uint8 [H, W, 3] (blue low, red high for JET)."""
+    bgr = cv2.applyColorMap(to_uint8(cam_image), colormap)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def overlay(image: np.ndarray, cam_image: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the heatmap of ``cam_image`` [H, W] over an RGB uint8 photo [H, W, 3] -> uint8."""
+    image = np.asarray(image)
+    if image.shape[:2] != cam_image.shape[:2]:
+        cam_image = upsample(cam_image, image.shape[0], image.shape[1])
+    blend = (1.0 - alpha) * image.astype(np.float32) + alpha * heatmap(cam_image).astype(np.float32)
+    return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+
+
+def panel(pictures: Sequence[np.ndarray], captions: Optional[Sequence[str]] = None,
+          height: int = 224, gap: int = 6, caption_height: int = 28) -> np.ndarray:
+    """Side-by-side RGB uint8 panel of pictures (uint8, or float in [0, 1]; grey or RGB),
+    each resized to ``height`` rows keeping its aspect ratio, with a caption under each."""
+    tiles = []
+    for pic in pictures:
+        pic = np.asarray(pic)
+        if pic.dtype != np.uint8:
+            pic = to_uint8(pic)
+        if pic.ndim == 2:
+            pic = np.repeat(pic[..., None], 3, axis=2)
+        width = max(1, int(round(pic.shape[1] * height / float(pic.shape[0]))))
+        tiles.append(cv2.resize(pic, (width, height), interpolation=cv2.INTER_AREA))
+    total = sum(t.shape[1] for t in tiles) + gap * (len(tiles) + 1)
+    rows = height + 2 * gap + (caption_height if captions else 0)
+    out = np.full((rows, total, 3), 255, np.uint8)
+    x = gap
+    for i, tile in enumerate(tiles):
+        out[gap:gap + height, x:x + tile.shape[1]] = tile
+        if captions and i < len(captions):
+            _caption(out, captions[i], x, tile.shape[1], gap + height, caption_height)
+        x += tile.shape[1] + gap
+    return out
+
+
+def _caption(out: np.ndarray, text: str, x: int, width: int, top: int, height: int) -> None:
+    font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1
+    # Shrink long captions to fit under their tile.
+    while scale > 0.3 and cv2.getTextSize(text, font, scale, thickness)[0][0] > width - 4:
+        scale -= 0.05
+    (text_w, text_h), _ = cv2.getTextSize(text, font, scale, thickness)
+    org = (x + max(0, (width - text_w) // 2), top + (height + text_h) // 2)
+    cv2.putText(out, text, org, font, scale, (0, 0, 0), thickness, cv2.LINE_AA)

@@ -1,0 +1,1 @@
+"""Network definitions (TF-slim)."""
