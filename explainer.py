@@ -46,9 +46,8 @@ class GuidedGradCamGraph:
                  guided_relu6: str = "exact", config: Optional[tf.ConfigProto] = None):
         problems = weights.checkpoint_problems(checkpoint)
         if problems:
-            hint = ("; fetch it with: %s" % weights.FETCH_COMMAND
-                    if checkpoint == weights.DEFAULT_CHECKPOINT else "")
-            raise CheckpointError(problems[0] + hint)
+            raise CheckpointError("%s; fetch it with: %s"
+                                  % (problems[0], weights.fetch_command(checkpoint)))
         self.graph = tf.Graph()
         overrides = guided_relu.override_map(guided_relu6)
         with self.graph.as_default(), self.graph.gradient_override_map(overrides):

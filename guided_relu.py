@@ -10,7 +10,7 @@ import tensorflow as tf
 from tensorflow.python.framework import ops
 from tensorflow.python.ops import gen_nn_ops
 
-RULES = ("exact", "seed")
+RULES = ("exact", "seed", "plain")
 
 _GUIDED_RELU = "GuidedGradCamRelu"
 _GUIDED_RELU6 = {"exact": "GuidedGradCamRelu6Exact", "seed": "GuidedGradCamRelu6Seed"}
@@ -51,8 +51,11 @@ _register(_GUIDED_RELU6["seed"], _guided_relu6_seed_grad)
 def override_map(rule: str = "exact") -> Dict[str, str]:
     """The ``gradient_override_map`` argument that makes Relu and Relu6 guided.
 
-    rule: "exact" (true ReLU6 derivative) or "seed" (saturated units pass gradient).
+    rule: "exact" (true ReLU6 derivative), "seed" (saturated units pass gradient) or
+    "plain" (no override: the vanilla gradient, for comparison).
     """
     if rule not in RULES:
         raise ValueError("guided_relu6 must be one of %s, got %r" % (", ".join(RULES), rule))
+    if rule == "plain":
+        return {}
     return {"Relu": _GUIDED_RELU, "Relu6": _GUIDED_RELU6[rule]}

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the K best classes: index, name, logit, probability (0: none)")
     p.add_argument("--guided_relu6", choices=guided_relu.RULES, default="exact",
                    help="exact: true ReLU6 derivative (no gradient through saturated units); "
-                        "seed: the seed's rule (gradient also passes where output = 6)")
+                        "seed: the seed's rule (gradient also passes where output = 6); "
+                        "plain: no guidance, the vanilla gradient")
     p.add_argument("--fusion", choices=gc.FUSIONS, default="paper",
                    help="paper: raw guided gradient x CAM, then scaled for display; "
                         "seed: min-max normalised guided gradient x CAM")

@@ -32,7 +32,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKPOINT_DIR = os.path.join(HERE, "checkpoints")
 CHECKPOINT_NAME = "mobilenet_v1_1.0_224.ckpt"
 DEFAULT_CHECKPOINT = os.path.join(CHECKPOINT_DIR, CHECKPOINT_NAME)
-FETCH_COMMAND = "python weights.py  (or: make weights)"
 
 OFFICIAL_URL = ("http://download.tensorflow.org/models/"
                 "mobilenet_v1_2018_02_22/mobilenet_v1_1.0_224.tgz")
@@ -48,6 +47,16 @@ LOGITS_TOLERANCE = 1e-4
 
 class FetchError(Exception):
     """A fetch step failed; the message is one line for the user."""
+
+
+def fetch_command(prefix: str = DEFAULT_CHECKPOINT) -> str:
+    """The shell command that writes a checkpoint at ``prefix``."""
+    command = "python weights.py"
+    if os.path.abspath(prefix) != DEFAULT_CHECKPOINT:
+        command += " --checkpoint=%s" % prefix
+    if os.path.exists(prefix + ".index"):
+        command += " --force"  # an unusable checkpoint is only replaced when asked
+    return command
 
 
 def checkpoint_files(prefix: str) -> List[str]:

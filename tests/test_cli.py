@@ -1,0 +1,223 @@
+"""inference.py end to end, and every kind of bad input."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gradcam as gc
+import inference
+import weights
+from conftest import ROOT
+from tf_setup import quiet_tensorflow
+
+CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
+PICTURE_FILES = sorted(name + ".png" for name in inference.PICTURES)
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "inference.py")] + list(args),
+                          cwd=cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_error(result, code, *fragments):
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def chelsea_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "chelsea"
+    result = cli("--image=%s" % CHELSEA, "--label=282", "--output_dir=%s" % out, "--save_raw",
+                 "--top_k=3")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_writes_every_picture_and_raw_arrays(chelsea_run):
+    out, result = chelsea_run
+    assert sorted(os.listdir(str(out))) == sorted(PICTURE_FILES + ["raw.npz"])
+    h, w = np.asarray(Image.open(CHELSEA)).shape[:2]
+    for name in ("gradcam", "guided_backprop", "guided_gradcam", "overlay"):
+        assert Image.open(str(out / (name + ".png"))).size == (w, h), name
+    raw = np.load(str(out / "raw.npz"))
+    shapes = {"logits": (1001,), "label": (), "conv_activations": (7, 7, 1024),
+              "conv_gradient": (7, 7, 1024), "guided_backprop": (224, 224, 3), "cam": (7, 7)}
+    assert sorted(raw.files) == sorted(shapes)
+    for name, shape in shapes.items():
+        assert raw[name].shape == shape, name
+    assert int(raw["label"]) == 282
+    for name in shapes:
+        if name != "label":
+            assert raw[name].dtype == np.float32, name
+    np.testing.assert_allclose(raw["cam"], gc.compute_cam(raw["conv_activations"], raw["conv_gradient"]))
+    assert np.all(raw["cam"] >= 0) and raw["cam"].max() > 0
+
+
+def test_top_k_lines_and_summary(chelsea_run):
+    _, result = chelsea_run
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert lines[0].split()[0] == "286" and "Egyptian cat" in lines[0]  # top-1 for Chelsea
+    assert "explained class 282 (tabby, tabby cat)" in lines[-1]
+
+
+def test_colours_on_disk_are_rgb(chelsea_run):
+    out, _ = chelsea_run
+    raw = np.load(str(out / "raw.npz"))
+    on_disk = np.asarray(Image.open(str(out / "gradcam.png")).convert("RGB"))
+    h, w = on_disk.shape[:2]
+    cam = gc.normalize_max(gc.upsample(raw["cam"], h, w))
+    hot = np.unravel_index(np.argmax(cam), cam.shape)
+    cold = np.unravel_index(np.argmin(cam), cam.shape)
+    assert on_disk[hot][0] > 100 and on_disk[hot][2] < 50     # red where the CAM peaks
+    assert on_disk[cold][2] > 100 and on_disk[cold][0] < 50   # blue where it is lowest
+    # the photo in the panel keeps its colours: Chelsea's fur is orange (R > B)
+    photo = np.asarray(Image.open(CHELSEA).convert("RGB")).astype(int)
+    assert photo[..., 0].mean() > photo[..., 2].mean()
+    np.testing.assert_array_equal(np.asarray(Image.open(str(out / "gradcam.png"))), gc.heatmap(cam))
+
+
+def test_default_output_folder_is_named_after_image_and_class(tmp_path):
+    result = cli("--image=%s" % CHELSEA, "--top_k=0", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(str(tmp_path)) == ["chelsea_286"]
+    assert sorted(os.listdir(str(tmp_path / "chelsea_286"))) == PICTURE_FILES
+
+
+def write_variants(folder):
+    rgb = np.asarray(Image.open(CHELSEA).convert("RGB"))
+    paths = {}
+    paths["grey"] = str(folder / "grey.png")
+    Image.fromarray(rgb).convert("L").save(paths["grey"])
+    paths["rgba"] = str(folder / "rgba.png")
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 200, np.uint8)], axis=2)
+    Image.fromarray(rgba, "RGBA").save(paths["rgba"])
+    paths["16bit"] = str(folder / "sixteen.png")
+    grey16 = (np.asarray(Image.fromarray(rgb).convert("L"), np.uint16) * 257)
+    Image.fromarray(grey16.astype(np.uint16)).save(paths["16bit"])
+    assert Image.open(paths["16bit"]).mode.startswith("I")
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["grey", "rgba", "16bit"])
+def test_grey_rgba_and_16_bit_images_are_converted(tmp_path, kind):
+    path = write_variants(tmp_path)[kind]
+    out = tmp_path / "out"
+    result = cli("--image=%s" % path, "--output_dir=%s" % out, "--top_k=1")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(str(out))) == PICTURE_FILES
+    gbp = np.asarray(Image.open(str(out / "guided_backprop.png")))
+    assert gbp.std() > 1  # a real picture, not a flat grey one
+
+
+def test_16_bit_image_is_scaled_not_clipped(tmp_path):
+    import image_io
+    paths = write_variants(tmp_path)
+    np.testing.assert_array_equal(image_io.load_image(paths["16bit"]), image_io.load_image(paths["grey"]))
+
+
+def bad_files(folder):
+    text = folder / "notes.png"
+    text.write_text("not an image at all\n")
+    truncated = folder / "truncated.png"
+    truncated.write_bytes(open(CHELSEA, "rb").read()[:5000])
+    corrupt = folder / "corrupt.jpg"
+    Image.open(CHELSEA).convert("RGB").save(str(corrupt), quality=90)
+    data = corrupt.read_bytes()
+    corrupt.write_bytes(data[:len(data) // 2])  # a JPEG cut in the middle of its scan
+    return {"text": str(text), "truncated": str(truncated), "corrupt": str(corrupt)}
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("missing", "image not found"),
+    ("folder", "image path is a folder"),
+    ("text", "not an image file"),
+    ("truncated", "corrupt or truncated image"),
+    ("corrupt", "corrupt or truncated image"),
+])
+def test_bad_images(tmp_path, kind, fragment):
+    paths = bad_files(tmp_path)
+    paths["missing"] = str(tmp_path / "nope.jpg")
+    paths["folder"] = str(tmp_path)
+    out = tmp_path / "out"
+    result = cli("--image=%s" % paths[kind], "--output_dir=%s" % out)
+    assert_one_line_error(result, 1, fragment)
+    assert not out.exists()
+
+
+def test_unreadable_image(tmp_path):
+    if os.geteuid() == 0:
+        # root reads any file; a path whose parent is a file is unreadable for everyone
+        path = os.path.join(CHELSEA, "inside.png")
+        result = cli("--image=%s" % path, "--output_dir=%s" % (tmp_path / "out"))
+        assert_one_line_error(result, 1, "image not found")
+    else:
+        path = tmp_path / "locked.png"
+        path.write_bytes(open(CHELSEA, "rb").read())
+        path.chmod(0)
+        result = cli("--image=%s" % path, "--output_dir=%s" % (tmp_path / "out"))
+        assert_one_line_error(result, 1, "permission denied")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--label=1001"], "--label must be in 0..1000"),
+    (["--label=-1"], "--label must be in 0..1000"),
+    (["--label=cat"], "invalid int value"),
+    (["--guided_relu6=soft"], "invalid choice"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_usage_errors_exit_2(tmp_path, args, fragment):
+    result = cli("--image=%s" % CHELSEA, "--output_dir=%s" % (tmp_path / "out"), *args)
+    assert_one_line_error(result, 2, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_image_flag_is_a_usage_error():
+    assert_one_line_error(cli(), 2, "--image")
+
+
+def test_missing_checkpoint_prints_the_fetch_command(tmp_path):
+    prefix = str(tmp_path / "nowhere" / weights.CHECKPOINT_NAME)
+    result = cli("--image=%s" % CHELSEA, "--checkpoint=%s" % prefix, "--output_dir=%s" % (tmp_path / "out"))
+    assert_one_line_error(result, 1, "no checkpoint at", "python weights.py --checkpoint=%s" % prefix)
+    assert not (tmp_path / "out").exists()
+
+
+def test_mismatched_checkpoint_names_what_is_missing(tmp_path):
+    tf = quiet_tensorflow()
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [tf.Variable(np.zeros(s, np.float32), name=n)
+                     for n, s in weights.expected_variables().items() if "Conv2d_7_depthwise" not in n]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            prefix = str(tmp_path / "bad" / weights.CHECKPOINT_NAME)
+            tf.train.Saver(variables).save(sess, prefix, write_meta_graph=False, write_state=False)
+    result = cli("--image=%s" % CHELSEA, "--checkpoint=%s" % prefix, "--output_dir=%s" % (tmp_path / "out"))
+    assert_one_line_error(result, 1, "lacks 5 model variable(s)", "Conv2d_7_depthwise", "--force")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = cli("--image=%s" % CHELSEA, "--output_dir=%s" % (blocker / "out"))
+    assert_one_line_error(result, 1, "output folder not writable")
+    assert blocker.read_text() == "x"
+
+
+def test_help_lists_every_flag():
+    result = cli("--help")
+    assert result.returncode == 0
+    for flag in ("--image", "--label", "--checkpoint", "--output_dir", "--top_k", "--guided_relu6",
+                 "--show", "--save_raw", "--fusion", "--max_side"):
+        assert flag in result.stdout

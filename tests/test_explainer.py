@@ -1,0 +1,141 @@
+"""The graph with the real weights: predictions, gradients, one backward pass, no graph growth."""
+import os
+
+import numpy as np
+import pytest
+
+import explainer
+import gradcam as gc
+import image_io
+from conftest import ROOT
+from nets import mobilenet_v1 as mnet
+from tf_setup import quiet_tensorflow
+
+tf = quiet_tensorflow()
+import tf_slim as slim  # noqa: E402
+
+BULL_MASTIFF, TABBY_CAT = 244, 282
+
+
+def photo(path):
+    return image_io.load_image(path)[None].astype(np.float32) / 255.0
+
+
+@pytest.fixture(scope="module")
+def chelsea():
+    return photo(os.path.join(ROOT, "images", "chelsea.png"))
+
+
+def test_seed_demo_top1_is_bull_mastiff(graph, seed_images):
+    out = graph.run(photo(os.path.join(seed_images, "demo.png")))
+    assert int(out["label"][0]) == BULL_MASTIFF
+    assert int(np.argmax(out["logits"][0])) == BULL_MASTIFF
+
+
+def test_tabby_cat_cam_peaks_in_lower_half(graph, seed_images):
+    out = graph.run(photo(os.path.join(seed_images, "demo.png")), [TABBY_CAT])
+    assert int(out["label"][0]) == TABBY_CAT
+    cam = gc.compute_cam(out["conv_activations"][0], out["conv_gradient"][0])
+    row, _ = np.unravel_index(np.argmax(cam), cam.shape)
+    assert row >= cam.shape[0] / 2.0, cam
+    # and the predicted class (the dog) peaks in the upper half
+    out = graph.run(photo(os.path.join(seed_images, "demo.png")))
+    cam = gc.compute_cam(out["conv_activations"][0], out["conv_gradient"][0])
+    assert np.unravel_index(np.argmax(cam), cam.shape)[0] < cam.shape[0] / 2.0, cam
+
+
+def test_gradcam_gradient_is_the_plain_analytic_gradient(graph, chelsea):
+    # Between Conv2d_13_pointwise and the logits lie only a global average pool and a 1x1
+    # convolution, so d logit_c / d A[i, j, k] = W[k, c] / 49 exactly, at every position.
+    out = graph.run(chelsea, [TABBY_CAT])
+    w = graph.session.run(graph.graph.get_tensor_by_name("MobilenetV1/Logits/Conv2d_1c_1x1/weights:0"))
+    expected = np.broadcast_to(w[0, 0, :, TABBY_CAT] / 49.0, (7, 7, 1024))
+    np.testing.assert_allclose(out["conv_gradient"][0], expected, rtol=1e-5, atol=1e-9)
+
+
+def test_guided_backprop_differs_from_plain_gradient_and_seed_rule(graph, chelsea):
+    guided = graph.run(chelsea)
+    with explainer.GuidedGradCamGraph(guided_relu6="plain") as plain_graph:
+        plain = plain_graph.run(chelsea)
+    with explainer.GuidedGradCamGraph(guided_relu6="seed") as seed_graph:
+        seed = seed_graph.run(chelsea)
+    # Same forward pass and the same (unguided) Grad-CAM gradient in all three graphs ...
+    np.testing.assert_allclose(guided["logits"], plain["logits"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(guided["conv_gradient"], plain["conv_gradient"], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(seed["conv_gradient"], plain["conv_gradient"], rtol=1e-5, atol=1e-8)
+
+    # ... but different input gradients.
+    def corr(a, b):
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    g, p, s = (x["guided_backprop"][0] for x in (guided, plain, seed))
+    assert corr(g, p) < 0.5
+    assert corr(g, s) < 0.9
+    assert np.mean(np.sign(g) != np.sign(s)) > 0.05
+
+
+def test_batch_equals_single_images(graph, chelsea):
+    other = chelsea[:, ::-1]  # the mirrored photo, same size
+    both = graph.run(np.concatenate([chelsea, other]), [TABBY_CAT, explainer.PREDICTED])
+    for i, (img, label) in enumerate([(chelsea, TABBY_CAT), (other, explainer.PREDICTED)]):
+        single = graph.run(img, [label])
+        for name, value in single.items():
+            np.testing.assert_allclose(both[name][i], value[0], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_graph_is_finalized_and_does_not_grow(graph, chelsea):
+    assert graph.graph.finalized
+    n_ops = len(graph.graph.get_operations())
+    for label in (1, TABBY_CAT, explainer.PREDICTED):
+        graph.run(chelsea, [label])
+    graph.run(np.zeros((3, 100, 150, 3), np.float32))
+    assert len(graph.graph.get_operations()) == n_ops
+
+
+def test_one_gradients_call_serves_both_gradients(graph):
+    # A second backward pass would show up as a second "gradients" name scope.
+    scopes = {op.name.split("/")[0] for op in graph.graph.get_operations()
+              if op.name.startswith("gradients")}
+    assert scopes == {"gradients"}
+
+
+def test_guided_backprop_at_photo_resolution(graph):
+    img = np.random.RandomState(1).uniform(0, 1, (1, 300, 451, 3)).astype(np.float32)
+    out = graph.run(img)
+    assert out["guided_backprop_image"].shape == (1, 300, 451, 3)
+    assert out["guided_backprop"].shape == (1, 224, 224, 3)
+    # antialiased resize: every photo pixel receives gradient, not a sampled lattice
+    assert np.mean(np.abs(out["guided_backprop_image"]).sum(-1) > 0) > 0.9
+
+
+def test_bad_labels_are_refused(graph, chelsea):
+    with pytest.raises(ValueError):
+        graph.run(chelsea, [1001])
+    with pytest.raises(ValueError):
+        graph.run(chelsea, [1, 2])
+
+
+def test_finite_difference_of_plain_gradient_on_small_net():
+    # Tiny MobileNet (depth 0.25, 10 classes, 32x32 input) with random weights, float64.
+    rng = np.random.RandomState(0)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float64, [1, 32, 32, 3])
+        with slim.arg_scope([slim.batch_norm], fused=False):  # fused batch norm lacks float64
+            logits, end_points = mnet.build(x, depth_multiplier=0.25, num_classes=10)
+        score = logits[0, 3]
+        conv = end_points["Conv2d_13_pointwise"]
+        grad_x, grad_conv = tf.gradients(score, [x, conv])
+        init = [v.assign(rng.uniform(0.5, 1.5, v.shape.as_list()) if "variance" in v.op.name
+                         else rng.normal(0, 0.5, v.shape.as_list())) for v in tf.global_variables()]
+    with tf.Session(graph=graph) as sess:
+        sess.run(init)
+        x0 = rng.uniform(-1, 1, (1, 32, 32, 3))
+        analytic = sess.run(grad_x, {x: x0})
+        eps = 1e-5
+        for idx in [(0, 0, 0, 0), (0, 5, 7, 1), (0, 16, 16, 2), (0, 31, 30, 0), (0, 12, 3, 1)]:
+            plus, minus = x0.copy(), x0.copy()
+            plus[idx] += eps
+            minus[idx] -= eps
+            numeric = (sess.run(score, {x: plus}) - sess.run(score, {x: minus})) / (2 * eps)
+            assert analytic[idx] == pytest.approx(numeric, rel=1e-4, abs=1e-7), idx
+        assert np.abs(analytic).max() > 0
