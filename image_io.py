@@ -10,6 +10,9 @@ from PIL import Image, ImageOps
 # memory bounded (the input gradient is a float32 array of the photo's size).
 DEFAULT_MAX_SIDE = 2048
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class ImageError(Exception):
     """The input image cannot be used; the message is one line for the user."""
@@ -71,6 +74,7 @@ def _atomic_write(path: str, write: Callable[[str], None]) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -140,9 +140,18 @@ def run(args: argparse.Namespace) -> int:
     print("explained class %d (%s), logit %.3f; pictures in %s"
           % (target, names[target], logits[target], out_dir))
     if args.show:
-        from PIL import Image
-        Image.fromarray(outputs["panel"]).show()
+        show(os.path.join(out_dir, "panel.png"))
     return 0
+
+
+def show(path: str) -> None:
+    """Open a picture in the system's viewer, or say why it cannot be shown."""
+    from PIL import Image, ImageShow
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if headless or not ImageShow.show(Image.open(path), title=os.path.basename(path)):
+        print("warning: --show: no display or image viewer available; the panel is %s" % path,
+              file=sys.stderr)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -221,3 +221,16 @@ def test_help_lists_every_flag():
     for flag in ("--image", "--label", "--checkpoint", "--output_dir", "--top_k", "--guided_relu6",
                  "--show", "--save_raw", "--fusion", "--max_side"):
         assert flag in result.stdout
+
+
+def test_show_without_a_display_says_so(tmp_path):
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "inference.py"), "--image=%s" % CHELSEA,
+                             "--output_dir=%s" % (tmp_path / "out"), "--show", "--top_k=0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                            env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert "--show: no display" in result.stderr
+    assert (tmp_path / "out" / "panel.png").exists()
