@@ -1,6 +1,7 @@
 """Reading photos into RGB arrays and writing pictures and arrays atomically."""
 import os
 import tempfile
+import warnings
 from typing import Callable, Dict
 
 import numpy as np
@@ -35,6 +36,49 @@ def _to_uint8_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    longest = max(rgb.shape[:2])
+    if max_side and longest > max_side:
+        scale = max_side / float(longest)
+        size = (max(1, int(round(rgb.shape[1] * scale))), max(1, int(round(rgb.shape[0] * scale))))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BOX))
+    return np.ascontiguousarray(rgb)
+
+
+def pil_to_rgb(img: Image.Image, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
+    """A PIL image of any mode -> RGB uint8 [H, W, 3], shrunk to ``max_side`` (see load_image)."""
+    rgb = _to_uint8_rgb(ImageOps.exif_transpose(img))
+    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ImageError("image has no pixels")
+    return _shrink(rgb, max_side)
+
+
+def array_to_rgb(array: np.ndarray, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
+    """uint8 / uint16 / float ([0, 1]) array, [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]
+    (alpha over white) -> RGB uint8 [H, W, 3]."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or 0 in a.shape:
+        raise ImageError("an image array must be [H, W], [H, W, 3] or [H, W, 4], got %s" % (a.shape,))
+    if a.dtype == np.uint8:
+        f = a.astype(np.float32) / 255.0
+    elif a.dtype == np.uint16:
+        f = a.astype(np.float32) / 65535.0
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)) or a.min() < 0.0 or a.max() > 1.0:
+            raise ImageError("a float image array must hold finite values in [0, 1]")
+        f = a.astype(np.float32)
+    else:
+        raise ImageError("unsupported image array type %s (use uint8, uint16 or float)" % a.dtype)
+    if f.ndim == 2:
+        f = np.repeat(f[..., None], 3, axis=2)
+    elif f.shape[2] == 4:
+        alpha = f[..., 3:]
+        f = f[..., :3] * alpha + (1.0 - alpha)
+    return _shrink((f * 255.0 + 0.5).astype(np.uint8), max_side)
+
+
 def load_image(path: str, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
     """Read a photo as RGB uint8 [H, W, 3].
 
@@ -47,26 +91,24 @@ def load_image(path: str, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
     if os.path.isdir(path):
         raise ImageError("image path is a folder: %s" % path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = _to_uint8_rgb(img)
+        with warnings.catch_warnings():
+            # Large photos are expected; PIL's hard limit (DecompressionBombError) still holds.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if max_side:
+                    img.draft(None, (max_side, max_side))  # JPEG: decode at a reduced scale
+                img.load()
+                return pil_to_rgb(img, max_side)
     except Image.DecompressionBombError as exc:
         raise ImageError("image too large to decode safely: %s (%s)" % (path, exc))
     except Image.UnidentifiedImageError:
         raise ImageError("not an image file (or an unsupported format): %s" % path)
     except PermissionError:
         raise ImageError("image not readable (permission denied): %s" % path)
+    except ImageError as exc:
+        raise ImageError("%s: %s" % (exc, path))
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError("corrupt or truncated image: %s (%s)" % (path, exc))
-    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise ImageError("image has no pixels: %s" % path)
-    longest = max(rgb.shape[:2])
-    if max_side and longest > max_side:
-        scale = max_side / float(longest)
-        size = (max(1, int(round(rgb.shape[1] * scale))), max(1, int(round(rgb.shape[0] * scale))))
-        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BOX))
-    return np.ascontiguousarray(rgb)
 
 
 def _atomic_write(path: str, write: Callable[[str], None]) -> None:
@@ -91,6 +133,14 @@ def save_picture(path: str, picture: np.ndarray) -> None:
         raise ValueError("save_picture expects uint8, got %s" % picture.dtype)
     fmt = "JPEG" if path.lower().endswith((".jpg", ".jpeg")) else "PNG"
     _atomic_write(path, lambda tmp: Image.fromarray(picture).save(tmp, format=fmt))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    _atomic_write(path, write)
 
 
 def save_arrays(path: str, arrays: Dict[str, np.ndarray]) -> None:

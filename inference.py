@@ -1,26 +1,33 @@
-"""Explain a MobileNet V1 decision with Grad-CAM, guided backprop and Guided Grad-CAM.
+"""Explain MobileNet V1 decisions with Grad-CAM, guided backprop and Guided Grad-CAM.
 
     python inference.py --image=cat.jpg --label=282
+    python inference.py --image=photos/ --top_k_targets=3 --output_dir=out
 
-Writes gradcam.png, guided_backprop.png, guided_gradcam.png, overlay.png and panel.png
-(and raw.npz with --save_raw) to --output_dir, at the photo's resolution.
+One image: the pictures go to --output_dir (default ./<image name>_<class>). A folder, a
+glob, an @list.txt or a --labels_file: one sub-folder per image and target, results.csv,
+results.jsonl and index.html in --output_dir (default ./gradcam_output).
 """
 import argparse
+import csv
+import glob
+import hashlib
 import os
+import signal
 import sys
-from typing import Dict, List, Optional
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-
-import gradcam as gc
-import guided_relu
 import image_io
 import labels as labels_mod
+import results as results_mod
 
-EXIT_RUNTIME, EXIT_USAGE = 1, 2
-
-PICTURES = ("gradcam", "guided_backprop", "guided_gradcam", "overlay", "panel")
-RAW_FILE = "raw.npz"
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+DEFAULT_BATCH_OUTPUT = "gradcam_output"
+# Measured with benchmarks/tf_build.py: 8 gave the most images/s on a 2-core machine.
+DEFAULT_BATCH_SIZE = 8
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                    ".ppm", ".pgm", ".pbm", ".pnm")
+GLOB_CHARS = "*?["
 
 
 class UsageError(Exception):
@@ -33,125 +40,333 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import gradcam
+    import guided_relu
     p = _Parser(description="Guided Grad-CAM for TF-slim MobileNet V1 (TensorFlow 1.15).")
-    p.add_argument("--image", required=True, help="photo to explain (any format Pillow reads)")
-    p.add_argument("--label", type=int, default=None,
-                   help="class to explain, 0..1000 in the 1001-class numbering "
-                        "(0 = background, 282 = tabby cat); default: the top-1 class")
+    p.add_argument("--image", action="append", default=None,
+                   help="photo to explain; or a folder, a quoted glob ('photos/*.jpg') or @list.txt "
+                        "(one path per line, relative to the list's folder); repeatable")
+    p.add_argument("--label", default=None,
+                   help="class to explain for every image: an index 0..1000 in the 1001-class "
+                        "numbering (0 = background, 282 = tabby cat) or a name ('tabby cat'); "
+                        "default: the top-1 class")
+    p.add_argument("--top_k_targets", type=int, default=None,
+                   help="explain each of the K best classes of every image")
+    p.add_argument("--labels_file", default=None,
+                   help="CSV of 'path,label' rows (label: index or name; a path may repeat), "
+                        "paths relative to the CSV's folder; replaces --image")
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint prefix (default: checkpoints/mobilenet_v1_1.0_224.ckpt)")
     p.add_argument("--output_dir", default=None,
-                   help="folder for the pictures (default: ./<image name>_<class index>)")
+                   help="output folder (default: ./<image name>_<class> for one image, "
+                        "./%s otherwise)" % DEFAULT_BATCH_OUTPUT)
     p.add_argument("--top_k", type=int, default=5,
-                   help="print the K best classes: index, name, logit, probability (0: none)")
+                   help="one image: print the K best classes: index, name, logit, probability (0: none)")
     p.add_argument("--guided_relu6", choices=guided_relu.RULES, default="exact",
                    help="exact: true ReLU6 derivative (no gradient through saturated units); "
                         "seed: the seed's rule (gradient also passes where output = 6); "
                         "plain: no guidance, the vanilla gradient")
-    p.add_argument("--fusion", choices=gc.FUSIONS, default="paper",
+    p.add_argument("--fusion", choices=gradcam.FUSIONS, default="paper",
                    help="paper: raw guided gradient x CAM, then scaled for display; "
                         "seed: min-max normalised guided gradient x CAM")
+    p.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="images per graph run (default: %(default)s)")
     p.add_argument("--max_side", type=int, default=image_io.DEFAULT_MAX_SIDE,
                    help="shrink photos longer than this many pixels first (default: %(default)s)")
     p.add_argument("--save_raw", action="store_true", help="also write raw.npz (see README)")
-    p.add_argument("--show", action="store_true", help="open the panel in an image viewer")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo images whose outputs are already complete (default: skip them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--show", action="store_true",
+                   help="open the panel (one image) or index.html (several) in a viewer")
     return p
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities [K] from logits [K]."""
-    z = np.exp(logits - logits.max())
-    return z / z.sum()
+# ----------------------------------------------------------------------------- inputs
+
+def _read_list(path: str) -> List[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [l.strip() for l in f]
+    except OSError as exc:
+        raise UsageError("cannot read %s: %s" % (path, exc.strerror or exc))
+    base = os.path.dirname(path)
+    return [os.path.join(base, l) for l in lines if l and not l.startswith("#")]
 
 
-def top_classes(logits: np.ndarray, names: List[str], k: int) -> List[str]:
-    """Lines 'index  name  logit  probability' for the k largest logits [1001]."""
-    probs = softmax(logits.astype(np.float64))
-    order = np.argsort(-logits)[:k]
-    return ["%4d  %-40s logit %7.3f  p %.4f" % (i, names[i][:40], logits[i], probs[i])
-            for i in order]
+def expand_images(specs: Sequence[str]) -> Tuple[List[str], bool]:
+    """Paths named by --image values, and whether they name exactly one plain file."""
+    paths, skipped = [], 0
+    for spec in specs:
+        if spec.startswith("@"):
+            paths.extend(_read_list(spec[1:]))
+        elif os.path.isdir(spec):
+            for name in sorted(os.listdir(spec)):
+                full = os.path.join(spec, name)
+                if not os.path.isfile(full):
+                    continue
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(full)
+                else:
+                    skipped += 1
+            if skipped:
+                print("note: skipped %d file(s) in %s without an image extension" % (skipped, spec),
+                      file=sys.stderr)
+        elif any(c in spec for c in GLOB_CHARS) and not os.path.exists(spec):
+            found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise UsageError("no files match %s" % spec)
+            paths.extend(found)
+        else:
+            paths.append(spec)
+    single = (len(specs) == 1 and len(paths) == 1 and not specs[0].startswith("@")
+              and not os.path.isdir(specs[0]) and paths[0] == specs[0])
+    if not paths:
+        raise UsageError("no images found in %s" % ", ".join(specs))
+    return paths, single
 
 
-def raw_arrays(result: Dict[str, np.ndarray], i: int = 0) -> Dict[str, np.ndarray]:
-    """The public raw.npz arrays of image ``i`` of a ``GuidedGradCamGraph.run`` batch."""
-    acts, grad = result["conv_activations"][i], result["conv_gradient"][i]
-    return {
-        "logits": result["logits"][i].astype(np.float32),
-        "label": np.asarray(int(result["label"][i])),
-        "conv_activations": acts.astype(np.float32),
-        "conv_gradient": grad.astype(np.float32),
-        "guided_backprop": result["guided_backprop"][i].astype(np.float32),
-        "cam": gc.compute_cam(acts, grad),
-    }
+def read_labels_file(path: str, names: List[str]) -> List[Tuple[str, List[int]]]:
+    """(image path, [class indices]) from a 'path,label' CSV, in first-seen order."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise UsageError("cannot read %s: %s" % (path, exc.strerror or exc))
+    base, jobs, order = os.path.dirname(path), {}, []
+    for n, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip() or row[0].startswith("#"):
+            continue
+        if n == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+            continue
+        if len(row) != 2:
+            raise UsageError("%s line %d: expected 'path,label', got %d fields" % (path, n, len(row)))
+        try:
+            label = labels_mod.resolve(row[1], names)
+        except labels_mod.LabelError as exc:
+            raise UsageError("%s line %d: %s" % (path, n, exc))
+        image = os.path.join(base, row[0].strip())
+        if image not in jobs:
+            jobs[image] = []
+            order.append(image)
+        if label not in jobs[image]:
+            jobs[image].append(label)
+    if not order:
+        raise UsageError("%s lists no images" % path)
+    return [(p, jobs[p]) for p in order]
 
 
-def pictures(photo: np.ndarray, result: Dict[str, np.ndarray], caption: str,
-             fusion: str = "paper", i: int = 0) -> Dict[str, np.ndarray]:
-    """uint8 RGB pictures at the photo's size (see PICTURES) for image ``i`` of a batch."""
-    cam, gbp, ggc = gc.gradcam(result["conv_activations"][i], result["conv_gradient"][i],
-                               result["guided_backprop_image"][i], fusion=fusion)
-    out = {
-        "gradcam": gc.heatmap(cam),
-        "guided_backprop": gc.to_uint8(gbp),
-        "guided_gradcam": gc.to_uint8(ggc),
-        "overlay": gc.overlay(photo, cam),
-    }
-    out["panel"] = gc.panel(
-        [photo, out["gradcam"], out["guided_backprop"], out["guided_gradcam"], out["overlay"]],
-        [caption, "Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Overlay"])
-    return out
+def target_key(code: int) -> str:
+    """'label:N' for a fixed class, 'top:R' for the R-th best class."""
+    return "label:%d" % code if code >= 0 else "top:%d" % -code
+
+
+def folder_names(paths: Sequence[str]) -> Dict[str, str]:
+    """A folder-name stem per path: the file name, made unique with a hash where needed."""
+    stems = {p: os.path.splitext(os.path.basename(p))[0] or "image" for p in paths}
+    counts = {}
+    for p in set(paths):
+        counts[stems[p]] = counts.get(stems[p], 0) + 1
+    return {p: s if counts[s] == 1 else "%s-%s" % (s, hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8])
+            for p, s in stems.items()}
+
+
+# ----------------------------------------------------------------------------- one image
+
+def run_single(args: argparse.Namespace, path: str, code: int, names: List[str]) -> int:
+    from explanation import Explanation  # noqa: F401  (numpy-only; keeps imports light)
+    photo = image_io.load_image(path, args.max_side)
+    image_io.check_writable(args.output_dir or ".")
+    import explainer  # TensorFlow loads only once the input is known to be usable
+    with explainer.Explainer(fusion=args.fusion, **_graph_kwargs(args)) as ex:
+        (result,), = ex.explain_photos([photo], [[code]], [path])
+    for index, name, logit, prob in result.top(args.top_k):
+        print("%4d  %-40s logit %7.3f  p %.4f" % (index, name[:40], logit, prob))
+    result.pictures()  # everything computed before the first file is written
+    stem = os.path.splitext(os.path.basename(path))[0]
+    out_dir = args.output_dir or "%s_%d" % (stem, result.label)
+    result.save(out_dir, save_raw=args.save_raw)
+    print("explained class %d (%s), logit %.3f; pictures in %s"
+          % (result.label, result.name, result.logits[result.label], out_dir))
+    if args.show:
+        show(os.path.join(out_dir, "panel.png"))
+    return EXIT_OK
+
+
+def _graph_kwargs(args: argparse.Namespace) -> Dict:
+    kwargs = {"guided_relu6": args.guided_relu6, "max_side": args.max_side}
+    if args.checkpoint:
+        kwargs["checkpoint"] = args.checkpoint
+    return kwargs
+
+
+# ----------------------------------------------------------------------------- many images
+
+def _row(path: str, code: int, folder: str = "", result=None, error: str = "", seconds: float = 0.0) -> Dict:
+    row = {"path": path, "target": target_key(code), "status": "failed" if error else "ok",
+           "error": error, "seconds": round(seconds, 4), "folder": folder}
+    if result is not None:
+        row.update(target_index=result.label, target_name=result.name, probability=result.probability,
+                   top5=[{"index": i, "name": n, "probability": p} for i, n, _, p in result.top(5)])
+    else:
+        row.update(target_index=code if code >= 0 else "", target_name="", probability="", top5=[])
+    return row
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]], names: List[str]) -> int:
+    import gallery
+    from explanation import is_complete
+    from tqdm import tqdm
+
+    out_root = args.output_dir or DEFAULT_BATCH_OUTPUT
+    image_io.check_writable(out_root)
+    image_io.ensure_writable_dir(out_root)
+    stems = folder_names([p for p, _ in jobs])
+    done = {}  # (absolute path, target key) -> row
+    if not args.overwrite:
+        for row in results_mod.read(out_root):
+            if row.get("status") == "ok" and row.get("folder") and is_complete(os.path.join(out_root, row["folder"])):
+                done[(os.path.abspath(row["path"]), row["target"])] = row
+    todo = [(p, [c for c in codes if (os.path.abspath(p), target_key(c)) not in done]) for p, codes in jobs]
+    todo = [(p, codes) for p, codes in todo if codes]
+    skipped = len(jobs) - len(todo)
+
+    def current_rows() -> List[Dict]:
+        rows = []
+        for p, codes in jobs:
+            for c in codes:
+                row = done.get((os.path.abspath(p), target_key(c)))
+                if row is not None:
+                    rows.append(row)
+        return rows
+
+    def write_reports() -> None:
+        rows = current_rows()
+        results_mod.write(out_root, rows)
+        gallery.write(out_root, rows)
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    bar = tqdm(total=len(jobs), initial=skipped, unit="img", file=sys.stderr, disable=args.quiet,
+               dynamic_ncols=True)
+    try:
+        explainer_obj = None
+        for start in range(0, len(todo), args.batch_size):
+            chunk = todo[start:start + args.batch_size]
+            photos, loaded, load_seconds = [], [], {}
+            for path, codes in chunk:
+                t0 = time.perf_counter()
+                try:
+                    photos.append(image_io.load_image(path, args.max_side))
+                    loaded.append((path, codes))
+                except image_io.ImageError as exc:
+                    bar.write("error: %s" % exc, file=sys.stderr)
+                    for c in codes:
+                        done[(os.path.abspath(path), target_key(c))] = _row(path, c, error=str(exc),
+                                                                            seconds=time.perf_counter() - t0)
+                load_seconds[path] = time.perf_counter() - t0
+            if loaded:
+                if explainer_obj is None:
+                    import explainer
+                    explainer_obj = explainer.Explainer(fusion=args.fusion, **_graph_kwargs(args))
+                t0 = time.perf_counter()
+                per_image = explainer_obj.explain_photos(photos, [c for _, c in loaded], [p for p, _ in loaded])
+                share = (time.perf_counter() - t0) / sum(len(c) for _, c in loaded)
+                for (path, codes), results in zip(loaded, per_image):
+                    for code, result in zip(codes, results):
+                        t1 = time.perf_counter()
+                        folder = "%s_%d" % (stems[path], result.label)
+                        key = (os.path.abspath(path), target_key(code))
+                        try:
+                            result.save(os.path.join(out_root, folder), save_raw=args.save_raw)
+                            seconds = load_seconds[path] / len(codes) + share + time.perf_counter() - t1
+                            done[key] = _row(path, code, folder, result, seconds=seconds)
+                        except (OSError, ValueError) as exc:
+                            message = "%s: %s" % (path, exc)
+                            bar.write("error: %s" % message, file=sys.stderr)
+                            done[key] = _row(path, code, folder, error=message)
+            write_reports()
+            bar.update(len(chunk))
+        if explainer_obj is not None:
+            explainer_obj.close()
+    except KeyboardInterrupt as exc:
+        bar.close()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        write_reports()
+        print("interrupted: results in %s cover %d finished explanation(s)"
+              % (out_root, len(done)), file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
+    except Exception:
+        bar.close()
+        write_reports()  # what finished stays recorded; the error is reported by main()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    bar.close()
+    write_reports()
+    rows = current_rows()
+    failed = sum(1 for r in rows if r["status"] != "ok")
+    print("%d explanation(s) of %d image(s), %d failed, %d image(s) already done; see %s"
+          % (len(rows) - failed, len(jobs), failed, skipped, os.path.join(out_root, gallery.INDEX_FILE)))
+    if args.show:
+        show(os.path.join(out_root, gallery.INDEX_FILE))
+    return EXIT_RUNTIME if failed else EXIT_OK
+
+
+# ----------------------------------------------------------------------------- common
+
+def show(path: str) -> None:
+    """Open a picture or page in the system's viewer, or say why it cannot be shown."""
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    opened = False
+    if not headless:
+        if path.endswith(".html"):
+            import webbrowser
+            opened = webbrowser.open("file://" + os.path.abspath(path))
+        else:
+            from PIL import Image, ImageShow
+            opened = bool(ImageShow.show(Image.open(path), title=os.path.basename(path)))
+    if not opened:
+        print("warning: --show: no display or viewer available; see %s" % path, file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.label is not None and not 0 <= args.label < labels_mod.NUM_CLASSES:
-        raise UsageError("--label must be in 0..%d, got %d" % (labels_mod.NUM_CLASSES - 1, args.label))
-    if args.top_k < 0:
-        raise UsageError("--top_k must be >= 0")
-    if args.max_side < 32:
-        raise UsageError("--max_side must be at least 32")
+    for flag in ("top_k", "batch_size", "max_side", "top_k_targets"):
+        value = getattr(args, flag)
+        minimum = {"top_k": 0, "max_side": 32}.get(flag, 1)
+        if value is not None and value < minimum:
+            raise UsageError("--%s must be at least %d" % (flag, minimum))
+    if args.top_k_targets is not None and args.top_k_targets > labels_mod.NUM_CLASSES:
+        raise UsageError("--top_k_targets must be at most %d" % labels_mod.NUM_CLASSES)
+    if args.labels_file and (args.image or args.label is not None or args.top_k_targets):
+        raise UsageError("--labels_file gives the images and their labels; drop --image, --label and --top_k_targets")
+    if args.label is not None and args.top_k_targets:
+        raise UsageError("use either --label or --top_k_targets")
+    if not args.labels_file and not args.image:
+        raise UsageError("the following arguments are required: --image (or --labels_file)")
     names = labels_mod.load_labels()
-    photo = image_io.load_image(args.image, args.max_side)
-    # Fail on an unwritable destination before the expensive part.
-    image_io.check_writable(args.output_dir or ".")
-
-    import explainer  # TensorFlow loads only once the input is known to be usable
-    kwargs = {"guided_relu6": args.guided_relu6}
-    if args.checkpoint:
-        kwargs["checkpoint"] = args.checkpoint
-    with explainer.GuidedGradCamGraph(**kwargs) as graph:
-        label = explainer.PREDICTED if args.label is None else args.label
-        result = graph.run(photo[None].astype(np.float32) / 255.0, [label])
-    target = int(result["label"][0])
-    logits = result["logits"][0]
-    for line in top_classes(logits, names, args.top_k):
-        print(line)
-    kind = "Target" if args.label is not None else "Predicted"
-    caption = "%s: %s" % (kind, names[target].split(",")[0])
-    outputs = pictures(photo, result, caption, args.fusion)
-    if not all(np.isfinite(v).all() for v in result.values()):
-        raise RuntimeError("the network produced NaN or infinite values")
-
-    out_dir = args.output_dir or "%s_%d" % (os.path.splitext(os.path.basename(args.image))[0], target)
-    image_io.ensure_writable_dir(out_dir)
-    for name in PICTURES:
-        image_io.save_picture(os.path.join(out_dir, name + ".png"), outputs[name])
-    if args.save_raw:
-        image_io.save_arrays(os.path.join(out_dir, RAW_FILE), raw_arrays(result))
-    print("explained class %d (%s), logit %.3f; pictures in %s"
-          % (target, names[target], logits[target], out_dir))
-    if args.show:
-        show(os.path.join(out_dir, "panel.png"))
-    return 0
-
-
-def show(path: str) -> None:
-    """Open a picture in the system's viewer, or say why it cannot be shown."""
-    from PIL import Image, ImageShow
-    headless = sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    if headless or not ImageShow.show(Image.open(path), title=os.path.basename(path)):
-        print("warning: --show: no display or image viewer available; the panel is %s" % path,
-              file=sys.stderr)
+    codes = [-1]
+    if args.top_k_targets:
+        codes = [-r for r in range(1, args.top_k_targets + 1)]
+    elif args.label is not None:
+        try:
+            codes = [labels_mod.resolve(args.label, names)]
+        except labels_mod.LabelError as exc:
+            raise UsageError("--label: %s" % exc)
+    if args.labels_file:
+        return run_batch(args, read_labels_file(args.labels_file, names), names)
+    paths, single = expand_images(args.image)
+    if single and len(codes) == 1:
+        return run_single(args, paths[0], codes[0], names)
+    return run_batch(args, [(p, codes) for p in paths], names)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

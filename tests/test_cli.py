@@ -8,13 +8,13 @@ import pytest
 from PIL import Image
 
 import gradcam as gc
-import inference
+from explanation import OUTPUT_FILES
 import weights
 from conftest import ROOT
 from tf_setup import quiet_tensorflow
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
-PICTURE_FILES = sorted(name + ".png" for name in inference.PICTURES)
+PICTURE_FILES = sorted(OUTPUT_FILES)
 
 
 def cli(*args, cwd=None):
@@ -138,7 +138,6 @@ def bad_files(folder):
 
 @pytest.mark.parametrize("kind, fragment", [
     ("missing", "image not found"),
-    ("folder", "image path is a folder"),
     ("text", "not an image file"),
     ("truncated", "corrupt or truncated image"),
     ("corrupt", "corrupt or truncated image"),
@@ -146,7 +145,6 @@ def bad_files(folder):
 def test_bad_images(tmp_path, kind, fragment):
     paths = bad_files(tmp_path)
     paths["missing"] = str(tmp_path / "nope.jpg")
-    paths["folder"] = str(tmp_path)
     out = tmp_path / "out"
     result = cli("--image=%s" % paths[kind], "--output_dir=%s" % out)
     assert_one_line_error(result, 1, fragment)
@@ -169,9 +167,12 @@ def test_unreadable_image(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--label=1001"], "--label must be in 0..1000"),
-    (["--label=-1"], "--label must be in 0..1000"),
-    (["--label=cat"], "invalid int value"),
+    (["--label=1001"], "--label: label must be in 0..1000, got 1001"),
+    (["--label=-1"], "--label: label must be in 0..1000, got -1"),
+    (["--label=cat"], "'cat' matches 7 classes: 282 tabby, tabby cat; 283 tiger cat"),
+    (["--label=unicorn"], "no class named 'unicorn'"),
+    (["--label=1", "--top_k_targets=2"], "either --label or --top_k_targets"),
+    (["--batch_size=0"], "--batch_size must be at least 1"),
     (["--guided_relu6=soft"], "invalid choice"),
     (["--bogus"], "unrecognized arguments"),
 ])

@@ -88,23 +88,54 @@ def test_graph_is_finalized_and_does_not_grow(graph, chelsea):
     for label in (1, TABBY_CAT, explainer.PREDICTED):
         graph.run(chelsea, [label])
     graph.run(np.zeros((3, 100, 150, 3), np.float32))
+    graph.run([np.zeros((50, 60, 3)), np.ones((224, 224, 3)), np.ones((300, 20, 3))], [-2, 5, -1])
     assert len(graph.graph.get_operations()) == n_ops
 
 
-def test_one_gradients_call_serves_both_gradients(graph):
-    # A second backward pass would show up as a second "gradients" name scope.
-    scopes = {op.name.split("/")[0] for op in graph.graph.get_operations()
-              if op.name.startswith("gradients")}
-    assert scopes == {"gradients"}
+def test_one_backward_pass_through_the_network(graph):
+    # Each tf.gradients call makes its own name scope; only one may hold the network's
+    # backward ops (the other one maps a 224x224 gradient back through the photo's resize).
+    scopes = {}
+    for op in graph.graph.get_operations():
+        top = op.name.split("/")[0]
+        if top.startswith(("gradients", "photo_gradient")):
+            scopes.setdefault(top, set()).add(op.type)
+    assert set(scopes) == {"gradients", "photo_gradient"}
+    assert "Conv2DBackpropInput" in scopes["gradients"]
+    assert not scopes["photo_gradient"] & {"Conv2DBackpropInput", "Conv2DBackpropFilter",
+                                           "DepthwiseConv2dNativeBackpropInput"}
 
 
 def test_guided_backprop_at_photo_resolution(graph):
     img = np.random.RandomState(1).uniform(0, 1, (1, 300, 451, 3)).astype(np.float32)
     out = graph.run(img)
-    assert out["guided_backprop_image"].shape == (1, 300, 451, 3)
+    assert out["guided_backprop_image"][0].shape == (300, 451, 3)
     assert out["guided_backprop"].shape == (1, 224, 224, 3)
     # antialiased resize: every photo pixel receives gradient, not a sampled lattice
-    assert np.mean(np.abs(out["guided_backprop_image"]).sum(-1) > 0) > 0.9
+    assert np.mean(np.abs(out["guided_backprop_image"][0]).sum(-1) > 0) > 0.9
+
+
+def test_photo_gradient_equals_gradient_through_the_resize(graph):
+    # The adjoint run must give what a direct tf.gradients through resize + network gives.
+    img = np.random.RandomState(2).uniform(0, 1, (1, 97, 131, 3)).astype(np.float32)
+    out = graph.run(img, [TABBY_CAT])
+    g = tf.Graph()
+    with g.as_default(), g.gradient_override_map(explainer.guided_relu.override_map("exact")):
+        photo = tf.constant(img)
+        logits, _ = mnet.build(explainer.to_model_range(explainer.resize_to_model(photo)))
+        (direct,) = tf.gradients(logits[0, TABBY_CAT], [photo])
+        saver = tf.train.Saver()
+    with tf.Session(graph=g) as sess:
+        saver.restore(sess, explainer.weights.DEFAULT_CHECKPOINT)
+        expected = sess.run(direct)[0]
+    np.testing.assert_allclose(out["guided_backprop_image"][0], expected, rtol=1e-4,
+                               atol=1e-5 * np.abs(expected).max())
+
+
+def test_rank_targets_pick_the_rth_best_class(graph, chelsea):
+    out = graph.run(np.concatenate([chelsea] * 3), [-1, -2, -3])
+    order = np.argsort(-out["logits"][0])[:3]
+    assert list(out["label"]) == list(order)
 
 
 def test_bad_labels_are_refused(graph, chelsea):

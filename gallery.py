@@ -1,0 +1,76 @@
+"""index.html: a static, offline gallery of a folder run, one row per image and target."""
+import html
+import os
+from typing import Dict, List
+from urllib.parse import quote
+
+from explanation import INPUT_FILE
+from image_io import atomic_write_text
+
+INDEX_FILE = "index.html"
+COLUMNS = [(INPUT_FILE, "Input"), ("gradcam.png", "Grad-CAM"), ("guided_backprop.png", "Guided Backprop"),
+           ("guided_gradcam.png", "Guided Grad-CAM"), ("overlay.png", "Overlay")]
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; }
+td { padding: 4px; text-align: center; vertical-align: top; font-size: 13px; }
+td img { height: 160px; max-width: 260px; object-fit: contain; display: block; margin: auto; }
+tr.caption td { padding-bottom: 14px; border-bottom: 1px solid #ddd; }
+tr.failed td { color: #a00; text-align: left; border-bottom: 1px solid #ddd; }
+#notice { color: #a00; font-weight: bold; }
+"""
+
+# Counts the pictures that failed to load and says so on the page (and in a data attribute).
+_SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = document.querySelectorAll("td img"), ok = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    if (imgs[i].complete && imgs[i].naturalWidth > 0) { ok++; }
+  }
+  document.body.setAttribute("data-images-loaded", ok + "/" + imgs.length);
+  if (ok < imgs.length) {
+    document.getElementById("notice").textContent =
+      (imgs.length - ok) + " of " + imgs.length + " pictures could not be loaded.";
+  }
+});
+"""
+
+
+def _row(row: Dict) -> str:
+    e = html.escape
+    if row.get("status") != "ok":
+        return '<tr class="failed"><td colspan="%d">%s: %s</td></tr>' % (
+            len(COLUMNS), e(row["path"]), e(row.get("error") or "failed"))
+    folder = row["folder"]
+    cells = "".join('<td><a href="{0}"><img src="{0}" alt="{1}"></a></td>'.format(
+        e(quote(folder + "/" + f)), e(title)) for f, title in COLUMNS)
+    kind = "Target" if row["target"].startswith("label:") else "Predicted"
+    first = "%s: %s (%d), p = %.3f<br><small>%s</small>" % (
+        kind, e(row["target_name"].split(",")[0]), row["target_index"], row["probability"],
+        e(os.path.basename(row["path"])))
+    captions = "".join("<td>%s</td>" % c for c in [first] + [t for _, t in COLUMNS[1:]])
+    return "<tr>%s</tr>\n<tr class=\"caption\">%s</tr>" % (cells, captions)
+
+
+def write(folder: str, rows: List[Dict], title: str = "Guided Grad-CAM") -> str:
+    """Write ``folder``/index.html for result rows (see results.py); returns its path."""
+    ok = sum(1 for r in rows if r.get("status") == "ok")
+    body = "\n".join(_row(r) for r in rows)
+    page = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>{style}</style></head>
+<body>
+<h1>{title}</h1>
+<p>{ok} explained, {failed} failed. Click a picture to open it at full size.</p>
+<p id="notice"></p>
+<table>
+{body}
+</table>
+<script>{script}</script>
+</body></html>
+""".format(title=html.escape(title), style=_STYLE, ok=ok, failed=len(rows) - ok, body=body,
+           script=_SCRIPT)
+    path = os.path.join(folder, INDEX_FILE)
+    atomic_write_text(path, page)
+    return path
