@@ -40,8 +40,9 @@ window.addEventListener("load", function () {
 def _row(row: Dict) -> str:
     e = html.escape
     if row.get("status") != "ok":
-        return '<tr class="failed"><td colspan="%d">%s: %s</td></tr>' % (
-            len(COLUMNS), e(row["path"]), e(row.get("error") or "failed"))
+        # error messages name the file already
+        return '<tr class="failed"><td colspan="%d">%s</td></tr>' % (
+            len(COLUMNS), e(row.get("error") or "%s: failed" % row["path"]))
     folder = row["folder"]
     cells = "".join('<td><a href="{0}"><img src="{0}" alt="{1}"></a></td>'.format(
         e(quote(folder + "/" + f)), e(title)) for f, title in COLUMNS)
