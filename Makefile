@@ -12,7 +12,8 @@ DEMO_OUT := demo_output
 demo: setup
 	$(PY) inference.py --image=images/chelsea.png --output_dir=$(DEMO_OUT)/chelsea
 	$(PY) inference.py --image=images/cat_and_coffee.png --label=282 --output_dir=$(DEMO_OUT)/cat_and_coffee_282
-	@echo "pictures written under $(DEMO_OUT)/"
+	$(PY) inference.py --image=images --top_k_targets=2 --output_dir=$(DEMO_OUT)/gallery --quiet
+	@echo "pictures written under $(DEMO_OUT)/; gallery: $(DEMO_OUT)/gallery/index.html"
 
 test: setup
 	$(PY) -m pytest -q tests
@@ -37,4 +38,4 @@ examples: setup
 	bash scripts/make_examples.sh
 
 clean:
-	rm -rf $(DEMO_OUT) .pytest_cache
+	rm -rf $(DEMO_OUT) gradcam_output .pytest_cache

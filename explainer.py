@@ -7,6 +7,7 @@ other classes never adds ops (the graph is finalized).
 - ``GuidedGradCamGraph``: batches of arrays in, batches of arrays out.
 - ``Explainer``: the notebook API; paths, PIL images or arrays in, ``Explanation`` objects out.
 """
+import os
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -56,10 +57,9 @@ class GuidedGradCamGraph:
 
     def __init__(self, checkpoint: str = weights.DEFAULT_CHECKPOINT,
                  guided_relu6: str = "exact", config: Optional[tf.ConfigProto] = None):
-        problems = weights.checkpoint_problems(checkpoint)
-        if problems:
-            raise CheckpointError("%s; fetch it with: %s"
-                                  % (problems[0], weights.fetch_command(checkpoint)))
+        if not os.path.exists(checkpoint + ".index"):
+            raise CheckpointError("no checkpoint at %s; fetch it with: %s"
+                                  % (checkpoint, weights.fetch_command(checkpoint)))
         self.graph = tf.Graph()
         overrides = guided_relu.override_map(guided_relu6)
         with self.graph.as_default():
@@ -94,7 +94,13 @@ class GuidedGradCamGraph:
                 "conv_gradient": conv_grad,
                 "guided_backprop": input_grad,
             }
-            saver = tf.train.Saver(tf.global_variables())
+            variables = tf.global_variables()
+            saver = tf.train.Saver(variables)
+        problems = weights.checkpoint_problems(
+            checkpoint, {v.op.name: tuple(v.shape.as_list()) for v in variables})
+        if problems:
+            raise CheckpointError("%s; fetch it with: %s"
+                                  % (problems[0], weights.fetch_command(checkpoint)))
         self.graph.finalize()
         self.session = tf.Session(graph=self.graph, config=config)
         try:

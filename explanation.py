@@ -124,7 +124,7 @@ class Explanation:
         All pictures are computed before the first file is written. Returns the paths.
         """
         pictures = self.pictures()
-        image_io.ensure_writable_dir(folder)
+        os.makedirs(folder, exist_ok=True)
         paths = [os.path.join(folder, INPUT_FILE)]
         image_io.save_picture(paths[0], self.photo)
         for name in PICTURES:

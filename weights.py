@@ -22,7 +22,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -73,8 +73,11 @@ def expected_variables() -> Dict[str, Tuple[int, ...]]:
         return {v.op.name: tuple(v.shape.as_list()) for v in tf.global_variables()}
 
 
-def checkpoint_problems(prefix: str) -> List[str]:
-    """Why ``prefix`` is not a usable checkpoint for the model; empty when it is."""
+def checkpoint_problems(prefix: str, expected: Optional[Dict[str, Tuple[int, ...]]] = None) -> List[str]:
+    """Why ``prefix`` is not a usable checkpoint for the model; empty when it is.
+
+    expected: variable name -> shape (default: ``expected_variables()``).
+    """
     tf = quiet_tensorflow()
     if not os.path.exists(prefix + ".index"):
         return ["no checkpoint at %s" % prefix]
@@ -83,7 +86,7 @@ def checkpoint_problems(prefix: str) -> List[str]:
     except Exception as exc:  # corrupt or truncated files
         return ["cannot read checkpoint %s: %s" % (prefix, str(exc).splitlines()[0])]
     problems = []
-    expected = expected_variables()
+    expected = expected if expected is not None else expected_variables()
     missing = sorted(set(expected) - set(found))
     if missing:
         problems.append("checkpoint %s lacks %d model variable(s), e.g. %s"
