@@ -11,6 +11,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
+from PIL import Image as PILImage
 
 import guided_relu
 import image_io
@@ -165,14 +166,13 @@ class GuidedGradCamGraph:
         self.close()
 
 
-ImageLike = Union[str, "os.PathLike", np.ndarray, "PIL.Image.Image"]
+ImageLike = Union[str, os.PathLike, np.ndarray, PILImage.Image]
 LabelLike = Union[int, str]
 
 
 def as_photo(image: ImageLike, max_side: int = image_io.DEFAULT_MAX_SIDE) -> np.ndarray:
     """A path, PIL image, or uint8 / float ([0, 1]) array -> RGB uint8 [H, W, 3]."""
-    from PIL import Image
-    if isinstance(image, Image.Image):
+    if isinstance(image, PILImage.Image):
         return image_io.pil_to_rgb(image, max_side)
     if isinstance(image, np.ndarray):
         return image_io.array_to_rgb(image, max_side)
@@ -205,16 +205,16 @@ class Explainer:
         per image, each a class or a list of classes. top_k: explain each of the K best
         classes of every image instead. Returns Explanations in input order, targets in order.
         """
-        single = not isinstance(images, (list, tuple))
-        images = [images] if single else list(images)
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
         targets = self.targets(len(images), labels, top_k)
-        photos = [as_photo(im, self.max_side) for im in images]
         sources = [im if isinstance(im, str) else getattr(im, "filename", None) or None for im in images]
         results = []
-        for start in range(0, len(photos), self.batch_size):
-            stop = start + self.batch_size
-            results.extend(self.explain_photos(photos[start:stop], targets[start:stop], sources[start:stop]))
-        return [e for per_image in results for e in per_image]
+        for start in range(0, len(images), self.batch_size):
+            batch = slice(start, start + self.batch_size)
+            photos = [as_photo(im, self.max_side) for im in images[batch]]  # decoded per batch
+            for per_image in self.explain_photos(photos, targets[batch], sources[batch]):
+                results.extend(per_image)
+        return results
 
     def targets(self, n: int, labels=None, top_k: Optional[int] = None) -> List[List[int]]:
         """Per image, the list of label codes for ``GuidedGradCamGraph.run``."""

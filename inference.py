@@ -173,8 +173,7 @@ def folder_names(paths: Sequence[str]) -> Dict[str, str]:
 
 # ----------------------------------------------------------------------------- one image
 
-def run_single(args: argparse.Namespace, path: str, code: int, names: List[str]) -> int:
-    from explanation import Explanation  # noqa: F401  (numpy-only; keeps imports light)
+def run_single(args: argparse.Namespace, path: str, code: int) -> int:
     photo = image_io.load_image(path, args.max_side)
     image_io.check_writable(args.output_dir or ".")
     import explainer  # TensorFlow loads only once the input is known to be usable
@@ -182,7 +181,6 @@ def run_single(args: argparse.Namespace, path: str, code: int, names: List[str])
         (result,), = ex.explain_photos([photo], [[code]], [path])
     for index, name, logit, prob in result.top(args.top_k):
         print("%4d  %-40s logit %7.3f  p %.4f" % (index, name[:40], logit, prob))
-    result.pictures()  # everything computed before the first file is written
     stem = os.path.splitext(os.path.basename(path))[0]
     out_dir = args.output_dir or "%s_%d" % (stem, result.label)
     result.save(out_dir, save_raw=args.save_raw)
@@ -221,7 +219,7 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
-def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]], names: List[str]) -> int:
+def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]]) -> int:
     import gallery
     from explanation import is_complete
     from tqdm import tqdm
@@ -256,8 +254,8 @@ def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]], names
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     bar = tqdm(total=len(jobs), initial=skipped, unit="img", file=sys.stderr, disable=args.quiet,
                dynamic_ncols=True)
+    explainer_obj = None
     try:
-        explainer_obj = None
         for start in range(0, len(todo), args.batch_size):
             chunk = todo[start:start + args.batch_size]
             photos, loaded, load_seconds = [], [], {}
@@ -294,8 +292,6 @@ def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]], names
                             done[key] = _row(path, code, folder, error=message)
             write_reports()
             bar.update(len(chunk))
-        if explainer_obj is not None:
-            explainer_obj.close()
     except KeyboardInterrupt as exc:
         bar.close()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -309,6 +305,8 @@ def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]], names
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if explainer_obj is not None:
+            explainer_obj.close()
     bar.close()
     write_reports()
     rows = current_rows()
@@ -362,11 +360,11 @@ def run(args: argparse.Namespace) -> int:
         except labels_mod.LabelError as exc:
             raise UsageError("--label: %s" % exc)
     if args.labels_file:
-        return run_batch(args, read_labels_file(args.labels_file, names), names)
+        return run_batch(args, read_labels_file(args.labels_file, names))
     paths, single = expand_images(args.image)
     if single and len(codes) == 1:
-        return run_single(args, paths[0], codes[0], names)
-    return run_batch(args, [(p, codes) for p in paths], names)
+        return run_single(args, paths[0], codes[0])
+    return run_batch(args, [(p, codes) for p in paths])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
