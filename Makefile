@@ -7,7 +7,7 @@ CKPT   := checkpoints/mobilenet_v1_1.0_224.ckpt.index
 LABELS := labels.txt
 DEMO_OUT := demo_output
 
-.PHONY: demo test weights setup examples clean
+.PHONY: demo test weights setup examples evaluate clean
 
 demo: setup
 	$(PY) inference.py --image=images/chelsea.png --output_dir=$(DEMO_OUT)/chelsea
@@ -33,9 +33,13 @@ $(CKPT): | $(STAMP)
 weights: $(STAMP)
 	$(PY) weights.py
 
+# Sanity checks and faithfulness scores on the example images, into evaluation/.
+evaluate: setup
+	$(PY) evaluate.py --image=images --boxes=docs/evaluation/boxes.json --output_dir=evaluation
+
 # Regenerate the README's example pictures (committed under docs/examples/).
 examples: setup
 	bash scripts/make_examples.sh
 
 clean:
-	rm -rf $(DEMO_OUT) gradcam_output .pytest_cache
+	rm -rf $(DEMO_OUT) gradcam_output evaluation .pytest_cache

@@ -156,6 +156,12 @@ class GuidedGradCamGraph:
                 for p, g in zip(photos, out["guided_backprop"])]
         return out
 
+    def logits(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Forward pass only: [N, 224, 224, 3] in [0, 1] -> logits [N, 1001]."""
+        images = np.asarray(images, dtype=np.float32)
+        return np.concatenate([self.session.run(self.fetches["logits"], {self.images: images[i:i + batch_size]})
+                               for i in range(0, len(images), batch_size)])
+
     def close(self) -> None:
         self.session.close()
 

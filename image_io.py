@@ -163,6 +163,14 @@ def atomic_write_text(path: str, text: str) -> None:
     _atomic_write(path, write)
 
 
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write a binary file atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    _atomic_write(path, write)
+
+
 def save_arrays(path: str, arrays: Dict[str, np.ndarray]) -> None:
     """Write a .npz atomically."""
     def write(tmp: str) -> None:

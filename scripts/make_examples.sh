@@ -20,3 +20,6 @@ explain cat_and_coffee_282 --image=images/cat_and_coffee.png --label=282
 explain cat_and_coffee_968 --image=images/cat_and_coffee.png --label=968
 explain chelsea_seed_rule --image=images/chelsea.png --guided_relu6=seed --fusion=seed
 explain chelsea_plain_gradient --image=images/chelsea.png --guided_relu6=plain
+
+# The README's evaluation section: sanity checks and faithfulness on the example images.
+"$PY" evaluate.py --image=images --boxes=docs/evaluation/boxes.json --output_dir=docs/evaluation > /dev/null
