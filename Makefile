@@ -7,7 +7,7 @@ CKPT   := checkpoints/mobilenet_v1_1.0_224.ckpt.index
 LABELS := labels.txt
 DEMO_OUT := demo_output
 
-.PHONY: demo test weights setup examples evaluate clean
+.PHONY: demo test bench weights setup examples evaluate clean
 
 demo: setup
 	$(PY) inference.py --image=images/chelsea.png --output_dir=$(DEMO_OUT)/chelsea
@@ -17,6 +17,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# Speed side by side (this project, the seed's pipeline shape, pytorch-grad-cam, forward only).
+bench: setup
+	bash benchmarks/setup_torch_venv.sh
+	$(PY) benchmarks/speed.py --levers
 
 setup: $(STAMP) $(LABELS) $(CKPT)
 

