@@ -35,7 +35,7 @@ import gradcam as gc
 import image_io
 import labels as labels_mod
 import metrics
-from inference import UsageError, _Parser, expand_images
+from inference import UsageError, _Parser, expand_images, run_cli
 
 MAP_METHODS = ("gradcam", "guided_backprop", "guided_gradcam")
 BASELINE_METHODS = ("gradient", "random")
@@ -413,18 +413,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
-    try:
-        return run(build_parser().parse_args(argv))
-    except UsageError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one line, no traceback
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print("error: %s" % message, file=sys.stderr)
-        return 1
+    return run_cli(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import image_io
 import labels as labels_mod
@@ -367,10 +367,12 @@ def run(args: argparse.Namespace) -> int:
     return run_batch(args, [(p, codes) for p in paths])
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Command-line entry point; returns the exit status."""
+def run_cli(run_fn: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+            argv: Optional[List[str]] = None) -> int:
+    """Parse ``argv`` and call ``run_fn``; every failure becomes one line on stderr and an
+    exit status: 2 for usage errors, 130 when interrupted, 1 otherwise."""
     try:
-        return run(build_parser().parse_args(argv))
+        return run_fn(parser.parse_args(argv))
     except UsageError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
@@ -381,6 +383,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print("error: %s" % message, file=sys.stderr)
         return EXIT_RUNTIME
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    return run_cli(run, build_parser(), argv)
 
 
 if __name__ == "__main__":
