@@ -3,7 +3,7 @@ insertion curves (Petsiuk et al., BMVC 2018), the pointing game (Zhang et al., 2
 
 Maps are float arrays [H, W] (a 3-channel map is first reduced with ``importance``).
 """
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -107,11 +107,3 @@ def pointing_hit(saliency: np.ndarray, boxes: Sequence[Sequence[float]], toleran
         if (dx * dx + dy * dy) ** 0.5 <= tolerance:
             return True
     return False
-
-
-def mean_by(rows: List[Dict], key: str, value: str) -> Dict[str, float]:
-    """Mean of rows[value] per distinct rows[key], in first-seen key order."""
-    groups = {}
-    for row in rows:
-        groups.setdefault(row[key], []).append(row[value])
-    return {k: float(np.mean(v)) for k, v in groups.items()}
