@@ -47,7 +47,8 @@ class Explanation:
         self.guided_backprop = np.asarray(guided_backprop, np.float32)
         self.guided_backprop_image = np.asarray(guided_backprop_image, np.float32)
         self.cam = gc.compute_cam(self.conv_activations, self.conv_gradient)
-        self._pictures = None  # type: Optional[Dict[str, np.ndarray]]
+        self._fusion = None  # type: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]
+        self._pictures = {}  # type: Dict[str, np.ndarray]
 
     @property
     def name(self) -> str:
@@ -81,33 +82,47 @@ class Explanation:
             "cam": self.cam,
         }
 
-    def pictures(self) -> Dict[str, np.ndarray]:
-        """uint8 RGB pictures at the photo's size, keyed by ``PICTURES`` (computed once)."""
-        if self._pictures is None:
+    def _fused(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """gradcam()'s three float pictures, computed once."""
+        if self._fusion is None:
             for name, value in self.raw().items():
                 if not np.all(np.isfinite(value)):
                     raise ValueError("the network produced NaN or infinite values (%s)" % name)
-            cam, gbp, ggc = gc.gradcam(self.conv_activations, self.conv_gradient,
-                                       self.guided_backprop_image, fusion=self.fusion)
-            out = {
-                "gradcam": gc.heatmap(cam),
-                "guided_backprop": gc.to_uint8(gbp),
-                "guided_gradcam": gc.to_uint8(ggc),
-                "overlay": gc.overlay(self.photo, cam),
-            }
-            out["panel"] = gc.panel(
-                [self.photo, out["gradcam"], out["guided_backprop"], out["guided_gradcam"], out["overlay"]],
-                [self.caption, "Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Overlay"])
-            self._pictures = out
-        return self._pictures
+            self._fusion = gc.gradcam(self.conv_activations, self.conv_gradient,
+                                      self.guided_backprop_image, fusion=self.fusion)
+        return self._fusion
+
+    def picture(self, name: str) -> np.ndarray:
+        """One uint8 RGB picture at the photo's size (a name from ``PICTURES``), computed once."""
+        if name not in self._pictures:
+            cam, gbp, ggc = self._fused()
+            if name == "gradcam":
+                pic = gc.heatmap(cam)
+            elif name == "guided_backprop":
+                pic = gc.to_uint8(gbp)
+            elif name == "guided_gradcam":
+                pic = gc.to_uint8(ggc)
+            elif name == "overlay":
+                pic = gc.overlay(self.photo, cam)
+            elif name == "panel":
+                pic = gc.panel([self.photo] + [self.picture(n) for n in PICTURES[:4]],
+                               [self.caption, "Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Overlay"])
+            else:
+                raise KeyError("no picture named %r (one of %s)" % (name, ", ".join(PICTURES)))
+            self._pictures[name] = pic
+        return self._pictures[name]
+
+    def pictures(self) -> Dict[str, np.ndarray]:
+        """All uint8 RGB pictures at the photo's size, keyed by ``PICTURES``."""
+        return {name: self.picture(name) for name in PICTURES}
 
     def overlay(self) -> Image.Image:
         """Grad-CAM heatmap over the photo, as a PIL image."""
-        return Image.fromarray(self.pictures()["overlay"])
+        return Image.fromarray(self.picture("overlay"))
 
     def panel(self) -> Image.Image:
         """Photo, Grad-CAM, guided backprop, Guided Grad-CAM and overlay side by side."""
-        return Image.fromarray(self.pictures()["panel"])
+        return Image.fromarray(self.picture("panel"))
 
     def _repr_png_(self) -> bytes:  # Jupyter shows the panel
         buffer = io.BytesIO()

@@ -7,8 +7,8 @@ encoded as PNG in memory (disk writes excluded). Inputs are 224x224 JPEGs cut fr
 photos, so every tool sees the same pixels and no resize is needed.
 
 a. this project: the batched path (``Explainer.explain_photos`` + ``Explanation.pictures``),
-   encoding the same three pictures as (c) (overlay, guided backprop, Guided Grad-CAM), and
-   again with all five pictures the CLI writes (plus Grad-CAM heatmap and panel); and the
+   making and encoding the same three pictures as (c) (overlay, guided backprop, Guided
+   Grad-CAM), and again with all five pictures the CLI writes (plus heatmap and panel); and the
    single-image CLI as a new process (cold start: process start to first picture written,
    and to exit);
 b. the seed's pipeline shape (benchmarks/seed_pipeline.py): a graph per image, two
@@ -74,14 +74,13 @@ SAME_AS_PEER = ("overlay", "guided_backprop", "guided_gradcam")  # the three pic
 
 def ours(ex: "explainer.Explainer", paths: List[str], batch: int, overlap: bool = False,
          encoded: Sequence[str] = SAME_AS_PEER) -> None:
-    """The project's batched full job, encoding the ``encoded`` pictures (all five are
-    computed); overlap=True encodes on a second thread while the next batch runs."""
+    """The project's batched full job, making and encoding the ``encoded`` pictures;
+    overlap=True encodes on a second thread while the next batch runs."""
     def finish(results):
         for per_image in results:
             for r in per_image:
-                pictures = r.pictures()
                 for name in encoded:
-                    encode_png(pictures[name])
+                    encode_png(r.picture(name))
     pool = concurrent.futures.ThreadPoolExecutor(1) if overlap else None
     pending = None
     for start in range(0, len(paths), batch):

@@ -59,6 +59,10 @@ def test_overlay_panel_and_pictures_match_gradcam(ex):
     cam, gbp, ggc = gc.gradcam(r.conv_activations, r.conv_gradient, r.guided_backprop_image)
     np.testing.assert_array_equal(r.pictures()["gradcam"], gc.heatmap(cam))
     np.testing.assert_array_equal(r.pictures()["guided_gradcam"], gc.to_uint8(ggc))
+    (fresh,) = ex.explain(CHELSEA)  # pictures made one at a time equal the full set
+    np.testing.assert_array_equal(fresh.picture("panel"), r.pictures()["panel"])
+    with pytest.raises(KeyError):
+        fresh.picture("bogus")
 
 
 def test_save_writes_every_file_with_the_raw_names(ex, tmp_path):
