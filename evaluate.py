@@ -145,9 +145,10 @@ def class_sensitivity(graph, images: np.ndarray, low_rank: int) -> List[Dict]:
 
 # ----------------------------------------------------------------------------- c. deletion / insertion
 
-def faithfulness(graph, plain_graph, images: np.ndarray, steps: int, seed: int = 0) -> List[Dict]:
-    """Deletion / insertion AUCs per image and method, for each image's top-1 class."""
-    out = graph.run(images, None, photo_gradient=False)
+def faithfulness(graph, plain_graph, images: np.ndarray, out: Dict, steps: int, seed: int = 0) -> List[Dict]:
+    """Deletion / insertion AUCs per image and method, for each image's top-1 class.
+
+    out: ``graph.run(images, None, photo_gradient=False)`` of the trained model."""
     plain = plain_graph.run(images, out["label"], photo_gradient=False)
     rng = np.random.RandomState(seed)
     rows = []
@@ -391,11 +392,12 @@ def run(args: argparse.Namespace) -> int:
     with explainer.GuidedGradCamGraph(**kwargs) as graph, \
             explainer.GuidedGradCamGraph(guided_relu6="plain", **kwargs) as plain_graph:
         images = np.stack([graph.resize(p.astype(np.float32) / 255.0) for p in photos.values()])
-        labels = graph.run(images, None, photo_gradient=False)["label"]
-        random_rows, strip = (randomization(graph, images, labels, args.seed)
+        trained = graph.run(images, None, photo_gradient=False)
+        random_rows, strip = (randomization(graph, images, trained["label"], args.seed)
                               if "randomization" in checks else ([], {}))
         cls_rows = class_sensitivity(graph, images, args.low_rank) if "class" in checks else []
-        di_rows = faithfulness(graph, plain_graph, images, args.steps, args.seed) if "deletion" in checks else []
+        di_rows = (faithfulness(graph, plain_graph, images, trained, args.steps, args.seed)
+                   if "deletion" in checks else [])
         pg_rows = pointing_game(graph, plain_graph, {k: photos.get(k, photos.get(by_name.get(k))) for k in boxes},
                                 boxes, args.seed) if boxes else []
 
