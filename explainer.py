@@ -103,6 +103,7 @@ class GuidedGradCamGraph:
             raise CheckpointError("%s; fetch it with: %s"
                                   % (problems[0], weights.fetch_command(checkpoint)))
         self.graph.finalize()
+        self.closed = False
         self.session = tf.Session(graph=self.graph, config=config)
         try:
             saver.restore(self.session, checkpoint)
@@ -110,8 +111,13 @@ class GuidedGradCamGraph:
             self.session.close()
             raise CheckpointError("cannot restore %s: %s" % (checkpoint, exc.message.splitlines()[0]))
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this explainer is closed; make a new one (or use it inside its 'with' block)")
+
     def resize(self, photo: np.ndarray) -> np.ndarray:
         """[H, W, 3] in [0, 1] -> [224, 224, 3] in [0, 1]."""
+        self._check_open()
         return self.session.run(self.resized, {self.photo: photo[None]})[0]
 
     def photo_gradient(self, grad: np.ndarray, photo_shape: Sequence[int]) -> np.ndarray:
@@ -134,6 +140,7 @@ class GuidedGradCamGraph:
         input in [-1, 1]) and, unless photo_gradient is False, guided_backprop_image: a list
         of N [H, W, 3] arrays, the guided gradient w.r.t. each photo in [0, 1].
         """
+        self._check_open()
         photos = [np.asarray(p, dtype=np.float32) for p in photos]
         for p in photos:
             if p.ndim != 3 or p.shape[-1] != 3 or p.shape[0] < 1 or p.shape[1] < 1:
@@ -158,11 +165,13 @@ class GuidedGradCamGraph:
 
     def logits(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Forward pass only: [N, 224, 224, 3] in [0, 1] -> logits [N, 1001]."""
+        self._check_open()
         images = np.asarray(images, dtype=np.float32)
         return np.concatenate([self.session.run(self.fetches["logits"], {self.images: images[i:i + batch_size]})
                                for i in range(0, len(images), batch_size)])
 
     def close(self) -> None:
+        self.closed = True
         self.session.close()
 
     def __enter__(self) -> "GuidedGradCamGraph":

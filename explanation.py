@@ -4,6 +4,7 @@ numpy, OpenCV and Pillow only, like ``gradcam.py``.
 """
 import io
 import os
+import zlib
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 import gradcam as gc
 import image_io
+import targets
 
 PICTURES = ("gradcam", "guided_backprop", "guided_gradcam", "overlay", "panel")
 INPUT_FILE = "input.jpg"
@@ -68,8 +70,8 @@ class Explanation:
 
     @property
     def caption(self) -> str:
-        kind = "Target" if self.requested >= 0 else "Predicted"
-        return "%s: %s" % (kind, self.name.split(",")[0])
+        """The photo's caption in the panel, e.g. 'Predicted: Egyptian cat' or 'Rank 2: tabby'."""
+        return targets.caption(self.requested, self.name)
 
     def raw(self) -> Dict[str, np.ndarray]:
         """The public raw.npz arrays (see the class docstring)."""
@@ -138,19 +140,47 @@ class Explanation:
 
         All pictures are computed before the first file is written. Returns the paths.
         """
+        return [os.path.join(folder, name) for name in self.save_files(folder, save_raw)]
+
+    def save_files(self, folder: str, save_raw: bool = False) -> Dict[str, Dict[str, int]]:
+        """Like ``save``; returns each written file's name -> {"bytes": size, "crc32": checksum},
+        the record ``is_complete`` checks a folder against."""
         pictures = self.pictures()
-        os.makedirs(folder, exist_ok=True)
-        paths = [os.path.join(folder, INPUT_FILE)]
-        image_io.save_picture(paths[0], self.photo)
-        for name in PICTURES:
-            paths.append(os.path.join(folder, name + ".png"))
-            image_io.save_picture(paths[-1], pictures[name])
+        data = [(INPUT_FILE, image_io.encode_picture(self.photo, ".jpg"))]
+        data += [(name + ".png", image_io.encode_picture(pictures[name])) for name in PICTURES]
         if save_raw:
-            paths.append(os.path.join(folder, RAW_FILE))
-            image_io.save_arrays(paths[-1], self.raw())
-        return paths
+            buffer = io.BytesIO()
+            np.savez(buffer, **self.raw())
+            data.append((RAW_FILE, buffer.getvalue()))
+        os.makedirs(folder, exist_ok=True)
+        record = {}
+        for name, blob in data:
+            image_io.atomic_write_bytes(os.path.join(folder, name), blob)
+            record[name] = file_record(blob)
+        return record
 
 
-def is_complete(folder: str) -> bool:
-    """Whether ``folder`` holds every output file of an explanation."""
-    return all(os.path.isfile(os.path.join(folder, f)) for f in OUTPUT_FILES)
+def file_record(data: bytes) -> Dict[str, int]:
+    """Size and CRC-32 of a file's bytes."""
+    return {"bytes": len(data), "crc32": zlib.crc32(data) & 0xFFFFFFFF}
+
+
+def expected_files(save_raw: bool = False) -> Tuple[str, ...]:
+    """The files one explanation writes."""
+    return OUTPUT_FILES + ((RAW_FILE,) if save_raw else ())
+
+
+def is_complete(folder: str, record: Optional[Dict[str, Dict[str, int]]], save_raw: bool = False) -> bool:
+    """Whether ``folder`` holds every file of an explanation, each with the size and checksum
+    in ``record`` (from ``Explanation.save_files``): a zero-byte, truncated or altered file,
+    or a missing record, makes it incomplete."""
+    if not isinstance(record, dict) or not set(expected_files(save_raw)) <= set(record):
+        return False
+    for name, expected in record.items():
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                if file_record(f.read()) != expected:
+                    return False
+        except OSError:
+            return False
+    return True

@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 from explanation import INPUT_FILE
 from image_io import atomic_write_text
+import targets
 
 INDEX_FILE = "index.html"
 COLUMNS = [(INPUT_FILE, "Input"), ("gradcam.png", "Grad-CAM"), ("guided_backprop.png", "Guided Backprop"),
@@ -46,9 +47,8 @@ def _row(row: Dict) -> str:
     folder = row["folder"]
     cells = "".join('<td><a href="{0}"><img src="{0}" alt="{1}"></a></td>'.format(
         e(quote(folder + "/" + f)), e(title)) for f, title in COLUMNS)
-    kind = "Target" if row["target"].startswith("label:") else "Predicted"
-    first = "%s: %s (%d), p = %.3f<br><small>%s</small>" % (
-        kind, e(row["target_name"].split(",")[0]), row["target_index"], row["probability"],
+    first = "%s (%d), p = %.3f<br><small>%s</small>" % (
+        e(targets.caption(row["target"], row["target_name"])), row["target_index"], row["probability"],
         e(os.path.basename(row["path"])))
     captions = "".join("<td>%s</td>" % c for c in [first] + [t for _, t in COLUMNS[1:]])
     return "<tr>%s</tr>\n<tr class=\"caption\">%s</tr>" % (cells, captions)

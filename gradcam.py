@@ -132,27 +132,40 @@ def overlay(image: np.ndarray, cam_image: np.ndarray, alpha: float = 0.5) -> np.
     return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
 
 
+# Wider panels are shrunk to fit: a 10000x40 panorama would otherwise give a 286756 px panel.
+MAX_PANEL_WIDTH = 2400
+
+
 def panel(pictures: Sequence[np.ndarray], captions: Optional[Sequence[str]] = None,
-          height: int = 224, gap: int = 6, caption_height: int = 28) -> np.ndarray:
+          height: int = 224, gap: int = 6, caption_height: int = 28,
+          max_width: int = MAX_PANEL_WIDTH) -> np.ndarray:
     """Side-by-side RGB uint8 panel of pictures (uint8, or float in [0, 1]; grey or RGB),
-    each resized to ``height`` rows keeping its aspect ratio, with a caption under each."""
+    each resized to ``height`` rows keeping its aspect ratio, with a caption under each.
+
+    When the tiles would make the panel wider than ``max_width`` pixels, all tiles are
+    scaled down by one factor to fit (each keeps at least one pixel per side).
+    """
+    pictures = [np.asarray(p) for p in pictures]
+    widths = [pic.shape[1] * height / float(pic.shape[0]) for pic in pictures]
+    room = max_width - gap * (len(pictures) + 1)
+    scale = min(1.0, room / sum(widths)) if room > 0 and sum(widths) > 0 else 1.0
+    tile_height = max(1, int(round(height * scale)))
     tiles = []
-    for pic in pictures:
-        pic = np.asarray(pic)
+    for pic, width in zip(pictures, widths):
         if pic.dtype != np.uint8:
             pic = to_uint8(pic)
         if pic.ndim == 2:
             pic = np.repeat(pic[..., None], 3, axis=2)
-        width = max(1, int(round(pic.shape[1] * height / float(pic.shape[0]))))
-        tiles.append(cv2.resize(pic, (width, height), interpolation=cv2.INTER_AREA))
+        size = (max(1, int(width * scale)), tile_height)
+        tiles.append(cv2.resize(pic, size, interpolation=cv2.INTER_AREA))
     total = sum(t.shape[1] for t in tiles) + gap * (len(tiles) + 1)
-    rows = height + 2 * gap + (caption_height if captions else 0)
+    rows = tile_height + 2 * gap + (caption_height if captions else 0)
     out = np.full((rows, total, 3), 255, np.uint8)
     x = gap
     for i, tile in enumerate(tiles):
-        out[gap:gap + height, x:x + tile.shape[1]] = tile
+        out[gap:gap + tile_height, x:x + tile.shape[1]] = tile
         if captions and i < len(captions):
-            _caption(out, captions[i], x, tile.shape[1], gap + height, caption_height)
+            _caption(out, captions[i], x, tile.shape[1], gap + tile_height, caption_height)
         x += tile.shape[1] + gap
     return out
 

@@ -1,10 +1,11 @@
 """Reading photos into RGB arrays and writing pictures and arrays atomically."""
 import os
 import signal
+import sys
 import tempfile
 import threading
 import warnings
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import cv2
 import numpy as np
@@ -50,7 +51,7 @@ def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
 
 def pil_to_rgb(img: Image.Image, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
     """A PIL image of any mode -> RGB uint8 [H, W, 3], shrunk to ``max_side`` (see load_image)."""
-    rgb = _to_uint8_rgb(ImageOps.exif_transpose(img))
+    rgb = _to_uint8_rgb(ImageOps.exif_transpose(_reduce(img, max_side)))
     if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageError("image has no pixels")
     return _shrink(rgb, max_side)
@@ -82,6 +83,29 @@ def array_to_rgb(array: np.ndarray, max_side: int = DEFAULT_MAX_SIDE) -> np.ndar
     return _shrink((f * 255.0 + 0.5).astype(np.uint8), max_side)
 
 
+# Pillow warns from this many pixels on (DecompressionBombWarning); we say it in one line.
+_LARGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89478485
+
+
+def _notice_large(path: str, size, max_side: int) -> None:
+    if size[0] * size[1] > _LARGE_PIXELS:
+        print("note: %s is %dx%d pixels; it is shrunk to %d px on the longer side while decoding"
+              % (path, size[0], size[1], max_side), file=sys.stderr)
+
+
+def _reduce(img: Image.Image, max_side: int) -> Image.Image:
+    """Shrink a decoded image by an integer factor (box average) that keeps it at least
+    ``max_side`` long, before any conversion copies it: a 12000x9000 PNG then needs one
+    full-size buffer instead of several."""
+    factor = max(img.size) // max_side if max_side else 0
+    if factor < 2:
+        return img
+    try:
+        return img.reduce(factor)
+    except (ValueError, NotImplementedError):  # modes reduce() does not take (e.g. palette)
+        return img
+
+
 def load_image(path: str, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
     """Read a photo as RGB uint8 [H, W, 3].
 
@@ -90,6 +114,8 @@ def load_image(path: str, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
     (area interpolation) to that size. Raises ImageError with a one-line reason.
     """
     if not os.path.exists(path):
+        if os.path.islink(path):
+            raise ImageError("image is a symlink pointing to itself, into a loop or nowhere: %s" % path)
         raise ImageError("image not found: %s" % path)
     if os.path.isdir(path):
         raise ImageError("image path is a folder: %s" % path)
@@ -98,7 +124,8 @@ def load_image(path: str, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
             # Large photos are expected; PIL's hard limit (DecompressionBombError) still holds.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if max_side:
+                if max_side and max(img.size) > max_side:
+                    _notice_large(path, img.size, max_side)
                     img.draft(None, (max_side, max_side))  # JPEG: decode at a reduced scale
                 img.load()
                 return pil_to_rgb(img, max_side)
@@ -209,3 +236,62 @@ def ensure_writable_dir(folder: str) -> None:
             pass
     except OSError as exc:
         raise OSError("output folder not writable: %s (%s)" % (folder, exc.strerror or exc))
+
+
+LOCK_FILE = ".gradcam.lock"
+
+
+class FolderLocked(OSError):
+    """Another process holds the output folder; one line for the user."""
+
+
+class FolderLock:
+    """An exclusive lock on an output folder, held for the lifetime of one run.
+
+    ``fcntl.flock`` on ``<folder>/.gradcam.lock``, which holds the holder's pid: the kernel
+    releases the lock when the holder dies, so a crashed run never blocks the next one. The
+    file is removed on release.
+    """
+
+    def __init__(self, folder: str):
+        self.path = os.path.join(folder, LOCK_FILE)
+        self._fd = None  # type: Optional[int]
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise FolderLocked("output folder %s is in use by another run (pid %s; lock file %s)"
+                                   % (os.path.dirname(self.path) or ".", holder, self.path))
+            # The holder may have removed the file between our open and our lock: lock anew.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.remove(self.path)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

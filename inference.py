@@ -15,11 +15,13 @@ import os
 import signal
 import sys
 import time
+from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import image_io
 import labels as labels_mod
 import results as results_mod
+import targets
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 DEFAULT_BATCH_OUTPUT = "gradcam_output"
@@ -86,53 +88,87 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _read_list(path: str) -> List[str]:
     try:
-        with open(path, encoding="utf-8") as f:
+        # utf-8-sig: a byte-order mark (as some editors write) must not become part of a path
+        with open(path, encoding="utf-8-sig") as f:
             lines = [l.strip() for l in f]
-    except OSError as exc:
-        raise UsageError("cannot read %s: %s" % (path, exc.strerror or exc))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError("cannot read %s: %s" % (path, getattr(exc, "strerror", None) or exc))
     base = os.path.dirname(path)
     return [os.path.join(base, l) for l in lines if l and not l.startswith("#")]
 
 
+def _dangling(path: str) -> bool:
+    """A symlink that points to itself, into a loop or nowhere."""
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def _note(message: str) -> None:
+    print("note: %s" % message, file=sys.stderr)
+
+
+def unique_paths(paths: Sequence[str]) -> Tuple[List[str], int]:
+    """``paths`` without repeats of the same file (compared by real path, so a file reached
+    through a symlink or a ``**`` glob over a symlink loop counts once), first-seen order;
+    and how many were dropped."""
+    seen, kept = set(), []
+    for p in paths:
+        real = os.path.realpath(p)
+        if real not in seen:
+            seen.add(real)
+            kept.append(p)
+    return kept, len(paths) - len(kept)
+
+
 def expand_images(specs: Sequence[str]) -> Tuple[List[str], bool]:
-    """Paths named by --image values, and whether they name exactly one plain file."""
-    paths, skipped = [], 0
+    """Paths named by --image values, each file once, and whether they name exactly one plain file."""
+    paths, dangling = [], []
     for spec in specs:
         if spec.startswith("@"):
             paths.extend(_read_list(spec[1:]))
         elif os.path.isdir(spec):
+            skipped = 0
             for name in sorted(os.listdir(spec)):
                 full = os.path.join(spec, name)
-                if not os.path.isfile(full):
+                if _dangling(full):
+                    dangling.append(full)
+                elif not os.path.isfile(full):
                     continue
-                if name.lower().endswith(IMAGE_EXTENSIONS):
+                elif name.lower().endswith(IMAGE_EXTENSIONS):
                     paths.append(full)
                 else:
                     skipped += 1
             if skipped:
-                print("note: skipped %d file(s) in %s without an image extension" % (skipped, spec),
-                      file=sys.stderr)
-        elif any(c in spec for c in GLOB_CHARS) and not os.path.exists(spec):
-            found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+                _note("skipped %d file(s) in %s without an image extension" % (skipped, spec))
+        elif any(c in spec for c in GLOB_CHARS) and not os.path.lexists(spec):
+            matches = sorted(glob.glob(spec, recursive=True))
+            dangling.extend(p for p in matches if _dangling(p))
+            found = [p for p in matches if os.path.isfile(p)]
             if not found:
                 raise UsageError("no files match %s" % spec)
             paths.extend(found)
         else:
             paths.append(spec)
-    single = (len(specs) == 1 and len(paths) == 1 and not specs[0].startswith("@")
-              and not os.path.isdir(specs[0]) and paths[0] == specs[0])
+    if dangling:
+        _note("skipped %d symlink(s) pointing to themselves, into a loop or nowhere: %s"
+              % (len(dangling), ", ".join(dangling[:3]) + (" ..." if len(dangling) > 3 else "")))
+    paths, repeated = unique_paths(paths)
+    if repeated:
+        _note("%d path(s) named a file already listed; each file is explained once" % repeated)
     if not paths:
         raise UsageError("no images found in %s" % ", ".join(specs))
-    return paths, single
+    plain = all(not s.startswith("@") and not os.path.isdir(s)
+                and not (any(c in s for c in GLOB_CHARS) and not os.path.lexists(s)) for s in specs)
+    return paths, plain and len(paths) == 1
 
 
 def read_labels_file(path: str, names: List[str]) -> List[Tuple[str, List[int]]]:
-    """(image path, [class indices]) from a 'path,label' CSV, in first-seen order."""
+    """(image path, [class indices]) from a 'path,label' CSV, in first-seen order; a file
+    named twice (even by different paths) is one image with the classes of both rows."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
-    except OSError as exc:
-        raise UsageError("cannot read %s: %s" % (path, exc.strerror or exc))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError("cannot read %s: %s" % (path, getattr(exc, "strerror", None) or exc))
     base, jobs, order = os.path.dirname(path), {}, []
     for n, row in enumerate(rows, start=1):
         if not row or not "".join(row).strip() or row[0].startswith("#"):
@@ -146,19 +182,15 @@ def read_labels_file(path: str, names: List[str]) -> List[Tuple[str, List[int]]]
         except labels_mod.LabelError as exc:
             raise UsageError("%s line %d: %s" % (path, n, exc))
         image = os.path.join(base, row[0].strip())
-        if image not in jobs:
-            jobs[image] = []
-            order.append(image)
-        if label not in jobs[image]:
-            jobs[image].append(label)
+        real = os.path.realpath(image)
+        if real not in jobs:
+            jobs[real] = (image, [])
+            order.append(real)
+        if label not in jobs[real][1]:
+            jobs[real][1].append(label)
     if not order:
         raise UsageError("%s lists no images" % path)
-    return [(p, jobs[p]) for p in order]
-
-
-def target_key(code: int) -> str:
-    """'label:N' for a fixed class, 'top:R' for the R-th best class."""
-    return "label:%d" % code if code >= 0 else "top:%d" % -code
+    return [jobs[r] for r in order]
 
 
 def folder_names(paths: Sequence[str]) -> Dict[str, str]:
@@ -167,11 +199,26 @@ def folder_names(paths: Sequence[str]) -> Dict[str, str]:
     counts = {}
     for p in set(paths):
         counts[stems[p]] = counts.get(stems[p], 0) + 1
-    return {p: s if counts[s] == 1 else "%s-%s" % (s, hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8])
-            for p, s in stems.items()}
+    return {p: s if counts[s] == 1 else "%s-%s" % (s, _short_hash(p)) for p, s in stems.items()}
+
+
+def _short_hash(path: str) -> str:
+    return hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
 
 
 # ----------------------------------------------------------------------------- one image
+
+def print_top(top: Sequence[Tuple[int, str, float, float]]) -> None:
+    """The best classes as a table: index, name (shortened to fit), logit, probability."""
+    if not top:
+        return
+    width = 40
+    print("%5s  %-*s %9s %8s" % ("class", width, "name", "logit", "p"))
+    for index, name, logit, prob in top:
+        if len(name) > width:
+            name = name[:width - 3] + "..."
+        print("%5d  %-*s %9.3f %8.4f" % (index, width, name, logit, prob))
+
 
 def run_single(args: argparse.Namespace, path: str, code: int) -> int:
     photo = image_io.load_image(path, args.max_side)
@@ -179,11 +226,12 @@ def run_single(args: argparse.Namespace, path: str, code: int) -> int:
     import explainer  # TensorFlow loads only once the input is known to be usable
     with explainer.Explainer(fusion=args.fusion, **_graph_kwargs(args)) as ex:
         (result,), = ex.explain_photos([photo], [[code]], [path])
-    for index, name, logit, prob in result.top(args.top_k):
-        print("%4d  %-40s logit %7.3f  p %.4f" % (index, name[:40], logit, prob))
+    print_top(result.top(args.top_k))
     stem = os.path.splitext(os.path.basename(path))[0]
     out_dir = args.output_dir or "%s_%d" % (stem, result.label)
-    result.save(out_dir, save_raw=args.save_raw)
+    image_io.ensure_writable_dir(out_dir)
+    with image_io.FolderLock(out_dir):
+        result.save(out_dir, save_raw=args.save_raw)
     print("explained class %d (%s), logit %.3f; pictures in %s"
           % (result.label, result.name, result.logits[result.label], out_dir))
     if args.show:
@@ -200,15 +248,22 @@ def _graph_kwargs(args: argparse.Namespace) -> Dict:
 
 # ----------------------------------------------------------------------------- many images
 
-def _row(path: str, code: int, folder: str = "", result=None, error: str = "", seconds: float = 0.0) -> Dict:
-    row = {"path": path, "target": target_key(code), "status": "failed" if error else "ok",
-           "error": error, "seconds": round(seconds, 4), "folder": folder}
+def _row(path: str, code: int, folder: str = "", result=None, error: str = "", seconds: float = 0.0,
+         files: Optional[Dict] = None) -> Dict:
+    row = {"path": path, "real_path": os.path.realpath(path), "target": targets.key(code),
+           "status": "failed" if error else "ok", "error": error, "seconds": round(seconds, 4),
+           "folder": folder}
     if result is not None:
         row.update(target_index=result.label, target_name=result.name, probability=result.probability,
-                   top5=[{"index": i, "name": n, "probability": p} for i, n, _, p in result.top(5)])
+                   top5=[{"index": i, "name": n, "probability": p} for i, n, _, p in result.top(5)],
+                   files=files or {})
     else:
         row.update(target_index=code if code >= 0 else "", target_name="", probability="", top5=[])
     return row
+
+
+def _row_key(row: Dict) -> Tuple[str, str]:
+    return row.get("real_path") or os.path.realpath(row["path"]), row["target"]
 
 
 class _Terminated(KeyboardInterrupt):
@@ -220,41 +275,53 @@ def _on_sigterm(signum, frame):
 
 
 def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]]) -> int:
+    out_root = args.output_dir or DEFAULT_BATCH_OUTPUT
+    image_io.check_writable(out_root)
+    image_io.ensure_writable_dir(out_root)
+    with image_io.FolderLock(out_root):
+        return _run_batch_locked(args, jobs, out_root)
+
+
+def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]], out_root: str) -> int:
     import gallery
     from explanation import is_complete
     from tqdm import tqdm
 
-    out_root = args.output_dir or DEFAULT_BATCH_OUTPUT
-    image_io.check_writable(out_root)
-    image_io.ensure_writable_dir(out_root)
-    stems = folder_names([p for p, _ in jobs])
-    done = {}  # (absolute path, target key) -> row
-    if not args.overwrite:
-        for row in results_mod.read(out_root):
-            if row.get("status") == "ok" and row.get("folder") and is_complete(os.path.join(out_root, row["folder"])):
-                done[(os.path.abspath(row["path"]), row["target"])] = row
-    todo = [(p, [c for c in codes if (os.path.abspath(p), target_key(c)) not in done]) for p, codes in jobs]
+    # Every row of earlier runs into this folder stays listed; this run's rows replace the
+    # rows of the same image and target (newest wins).
+    rows = OrderedDict((_row_key(r), r) for r in results_mod.read(out_root) if r.get("path") and r.get("target"))
+    folder_owner = {r["folder"]: key[0] for key, r in rows.items() if r.get("folder")}
+    job_keys = [(p, [(os.path.realpath(p), targets.key(c)) for c in codes]) for p, codes in jobs]
+
+    def finished(key) -> bool:
+        row = rows.get(key)
+        return (not args.overwrite and row is not None and row.get("status") == "ok" and bool(row.get("folder"))
+                and is_complete(os.path.join(out_root, row["folder"]), row.get("files"), args.save_raw))
+
+    todo = [(p, [c for c, k in zip(codes, keys) if not finished(k)])
+            for (p, codes), (_, keys) in zip(jobs, job_keys)]
     todo = [(p, codes) for p, codes in todo if codes]
     skipped = len(jobs) - len(todo)
+    stems = folder_names([p for p, _ in jobs])
 
-    def current_rows() -> List[Dict]:
-        rows = []
-        for p, codes in jobs:
-            for c in codes:
-                row = done.get((os.path.abspath(p), target_key(c)))
-                if row is not None:
-                    rows.append(row)
-        return rows
+    def folder_for(path: str, label: int) -> str:
+        folder = "%s_%d" % (stems[path], label)
+        owner = folder_owner.setdefault(folder, os.path.realpath(path))
+        if owner != os.path.realpath(path):  # an earlier run's image of the same file name
+            folder = "%s-%s_%d" % (stems[path], _short_hash(path), label)
+            folder_owner[folder] = os.path.realpath(path)
+        return folder
 
     def write_reports() -> None:
-        rows = current_rows()
-        results_mod.write(out_root, rows)
-        gallery.write(out_root, rows)
+        listed = list(rows.values())
+        results_mod.write(out_root, listed)
+        gallery.write(out_root, listed)
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     bar = tqdm(total=len(jobs), initial=skipped, unit="img", file=sys.stderr, disable=args.quiet,
                dynamic_ncols=True)
     explainer_obj = None
+    finished_now = 0
     try:
         for start in range(0, len(todo), args.batch_size):
             chunk = todo[start:start + args.batch_size]
@@ -267,8 +334,8 @@ def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]]) -> in
                 except image_io.ImageError as exc:
                     bar.write("error: %s" % exc, file=sys.stderr)
                     for c in codes:
-                        done[(os.path.abspath(path), target_key(c))] = _row(path, c, error=str(exc),
-                                                                            seconds=time.perf_counter() - t0)
+                        row = _row(path, c, error=str(exc), seconds=time.perf_counter() - t0)
+                        rows[_row_key(row)] = row
                 load_seconds[path] = time.perf_counter() - t0
             if loaded:
                 if explainer_obj is None:
@@ -280,24 +347,25 @@ def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]]) -> in
                 for (path, codes), results in zip(loaded, per_image):
                     for code, result in zip(codes, results):
                         t1 = time.perf_counter()
-                        folder = "%s_%d" % (stems[path], result.label)
-                        key = (os.path.abspath(path), target_key(code))
+                        folder = folder_for(path, result.label)
                         try:
-                            result.save(os.path.join(out_root, folder), save_raw=args.save_raw)
+                            files = result.save_files(os.path.join(out_root, folder), save_raw=args.save_raw)
                             seconds = load_seconds[path] / len(codes) + share + time.perf_counter() - t1
-                            done[key] = _row(path, code, folder, result, seconds=seconds)
+                            row = _row(path, code, folder, result, seconds=seconds, files=files)
                         except (OSError, ValueError) as exc:
                             message = "%s: %s" % (path, exc)
                             bar.write("error: %s" % message, file=sys.stderr)
-                            done[key] = _row(path, code, folder, error=message)
+                            row = _row(path, code, folder, error=message)
+                        rows[_row_key(row)] = row
+                        finished_now += 1
             write_reports()
             bar.update(len(chunk))
     except KeyboardInterrupt as exc:
         bar.close()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         write_reports()
-        print("interrupted: results in %s cover %d finished explanation(s)"
-              % (out_root, len(done)), file=sys.stderr)
+        print("interrupted: results in %s cover %d explanation(s) finished by this run"
+              % (out_root, finished_now), file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130
     except Exception:
         bar.close()
@@ -309,10 +377,13 @@ def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[int]]]) -> in
             explainer_obj.close()
     bar.close()
     write_reports()
-    rows = current_rows()
-    failed = sum(1 for r in rows if r["status"] != "ok")
-    print("%d explanation(s) of %d image(s), %d failed, %d image(s) already done; see %s"
-          % (len(rows) - failed, len(jobs), failed, skipped, os.path.join(out_root, gallery.INDEX_FILE)))
+    mine = [rows[k] for _, keys in job_keys for k in keys if k in rows]
+    failed = sum(1 for r in mine if r["status"] != "ok")
+    others = len(rows) - len(mine)
+    print("%d explanation(s) of %d image(s), %d failed, %d image(s) already done%s; see %s"
+          % (len(mine) - failed, len(jobs), failed, skipped,
+             "; %d row(s) of earlier runs kept" % others if others else "",
+             os.path.join(out_root, gallery.INDEX_FILE)))
     if args.show:
         show(os.path.join(out_root, gallery.INDEX_FILE))
     return EXIT_RUNTIME if failed else EXIT_OK

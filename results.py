@@ -46,8 +46,12 @@ def read(folder: str) -> List[Dict]:
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
-                if line.strip():
-                    rows.append(json.loads(line))
-    except (OSError, ValueError):
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except ValueError:
+                    continue  # a damaged line loses that row only; the image is redone
+                if isinstance(row, dict):
+                    rows.append(row)
+    except (OSError, UnicodeDecodeError):
         return []
     return rows

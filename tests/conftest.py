@@ -1,5 +1,9 @@
+import contextlib
+import io
 import os
+import shutil
 import sys
+from typing import Callable, List, Optional
 
 import pytest
 
@@ -7,6 +11,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 SEED_IMAGES = os.path.join(SHARED, "seed", "images")
+# Set it to a folder to keep pictures the tests make for a person to look at (the gallery's
+# screenshot); without it they stay in pytest's temporary folders.
+ARTIFACTS_ENV = "GRADCAM_TEST_ARTIFACTS"
 
 
 @pytest.fixture(scope="session")
@@ -17,9 +24,93 @@ def seed_images() -> str:
     return SEED_IMAGES
 
 
+def keep_artifact(path: str) -> Optional[str]:
+    """Copy ``path`` into $GRADCAM_TEST_ARTIFACTS when that is set; returns the copy's path."""
+    folder = os.environ.get(ARTIFACTS_ENV)
+    if not folder:
+        return None
+    os.makedirs(folder, exist_ok=True)
+    dest = os.path.join(folder, os.path.basename(path))
+    shutil.copyfile(path, dest)
+    return dest
+
+
 @pytest.fixture(scope="session")
-def graph():
-    """One graph with the real checkpoint and the default (exact) guided rule."""
+def shared_graphs():
+    """One built graph per (checkpoint, guided rule) for the whole session.
+
+    ``explainer.GuidedGradCamGraph`` (which ``Explainer``, ``inference.main`` and
+    ``evaluate.main`` call) is replaced by a subclass whose constructor builds a real graph the
+    first time a (checkpoint, guided_relu6) pair is asked for and hands the same one out
+    afterwards; its ``close()`` does nothing until the session ends, when all are closed. A build that fails (missing or
+    mismatched checkpoint) raises as usual and is not cached, so error paths still go through
+    the real constructor. Yields the cache: {(absolute checkpoint prefix, rule): graph}.
+    """
     import explainer
-    with explainer.GuidedGradCamGraph() as g:
-        yield g
+    real = explainer.GuidedGradCamGraph
+    cache = {}
+
+    class SharedGraph(real):
+        """A subclass, so isinstance checks and ``object.__new__(explainer.GuidedGradCamGraph)``
+        keep working while the patch is in place."""
+
+        def __new__(cls, checkpoint: str = explainer.weights.DEFAULT_CHECKPOINT, guided_relu6: str = "exact",
+                    config=None):
+            key = (os.path.abspath(checkpoint), guided_relu6)
+            if config is not None or key not in cache:
+                graph = object.__new__(cls)
+                real.__init__(graph, checkpoint, guided_relu6, config)  # raises for a bad checkpoint
+                if config is not None:  # a special session: not shared
+                    return graph
+                graph._shared = True
+                cache[key] = graph
+            return cache[key]
+
+        def __init__(self, *args, **kwargs):  # built in __new__
+            pass
+
+        def close(self) -> None:
+            if not getattr(self, "_shared", False):
+                real.close(self)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(explainer, "GuidedGradCamGraph", SharedGraph)
+    try:
+        yield cache
+    finally:
+        patch.undo()
+        for graph in cache.values():
+            real.close(graph)
+        cache.clear()
+
+
+@pytest.fixture(scope="session")
+def graph(shared_graphs):
+    """The shared graph with the real checkpoint and the default (exact) guided rule."""
+    import explainer
+    return explainer.GuidedGradCamGraph()
+
+
+class Run:
+    """What a command-line entry point did in-process: exit status, stdout, stderr."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+    def __repr__(self) -> str:
+        return "Run(returncode=%r, stdout=%r, stderr=%r)" % (self.returncode, self.stdout, self.stderr)
+
+
+def run_main(main: Callable[[Optional[List[str]]], int], *args: str) -> Run:
+    """Call ``main(list(args))`` in this process, capturing sys.stdout and sys.stderr.
+
+    Usable from fixtures of any scope (pytest's capsys is per test). argparse's ``--help``
+    exits through SystemExit; its code becomes the status.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return Run(code, out.getvalue(), err.getvalue())

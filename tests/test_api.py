@@ -18,7 +18,7 @@ RAW_NAMES = ["cam", "conv_activations", "conv_gradient", "guided_backprop", "lab
 
 
 @pytest.fixture(scope="module")
-def ex():
+def ex(shared_graphs):
     from explainer import Explainer
     with Explainer(batch_size=3) as e:
         yield e

@@ -1,4 +1,9 @@
-"""Folder runs: inputs, targets, results files, gallery, re-runs, signals, mixed bad files."""
+"""Folder runs: inputs, targets, results files, gallery, re-runs, signals, mixed bad files.
+
+Runs call ``inference.main`` in this process with the session's shared graphs (see
+conftest.py), except the signal tests, which need a process to interrupt. The input,
+folder-name, target and results/gallery helpers are tested directly first.
+"""
 import csv
 import json
 import os
@@ -8,12 +13,17 @@ import signal
 import subprocess
 import sys
 import time
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+import gallery
+import inference
+import labels as labels_mod
+import targets
+from conftest import ROOT, keep_artifact, run_main
 from explanation import OUTPUT_FILES
 import results as results_mod
 
@@ -21,10 +31,9 @@ CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")
 
 
-def cli(*args, **kwargs):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "inference.py")] + list(args),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          stdin=subprocess.DEVNULL, cwd=ROOT, **kwargs)
+def cli(*args):
+    """inference.py in this process: .returncode, .stdout, .stderr (needs shared_graphs)."""
+    return run_main(inference.main, *args)
 
 
 def read_rows(out):
@@ -41,6 +50,123 @@ def no_temp_files(folder):
                  if f.startswith((".tmp-", ".probe-"))]
     assert leftovers == []
 
+
+# ----------------------------------------------------------------------------- helpers, no TensorFlow
+
+@pytest.fixture
+def photo_tree(tmp_path):
+    """a.png, b.jpg, notes.txt and sub/c.PNG under tmp_path (empty files: nothing is decoded)."""
+    for name in ("a.png", "b.jpg", "notes.txt", os.path.join("sub", "c.PNG")):
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"")
+    return tmp_path
+
+
+def test_expand_images_folder_keeps_image_extensions_sorted_and_counts_the_rest(photo_tree, capsys):
+    paths, single = inference.expand_images([str(photo_tree)])
+    assert paths == [str(photo_tree / "a.png"), str(photo_tree / "b.jpg")]  # not recursive
+    assert single is False
+    assert "skipped 1 file(s)" in capsys.readouterr().err                    # notes.txt
+
+
+def test_expand_images_glob_list_and_plain_file(photo_tree):
+    paths, single = inference.expand_images([str(photo_tree / "**" / "*.PNG")])
+    assert paths == [str(photo_tree / "sub" / "c.PNG")] and single is False
+    (photo_tree / "list.txt").write_text("# a comment\na.png\n\nsub/c.PNG\n")
+    paths, single = inference.expand_images(["@%s" % (photo_tree / "list.txt")])
+    assert paths == [str(photo_tree / "a.png"), str(photo_tree / "sub" / "c.PNG")] and single is False
+    paths, single = inference.expand_images([str(photo_tree / "a.png")])
+    assert paths == [str(photo_tree / "a.png")] and single is True
+    with pytest.raises(inference.UsageError, match="no files match"):
+        inference.expand_images([str(photo_tree / "zz*.png")])
+    with pytest.raises(inference.UsageError, match="cannot read"):
+        inference.expand_images(["@%s" % (photo_tree / "missing.txt")])
+
+
+def test_read_labels_file_names_indices_header_and_errors(tmp_path):
+    names = labels_mod.load_labels()
+    csv_path = tmp_path / "targets.csv"
+    csv_path.write_text("path,label\ncat.png,tabby cat\n# a comment\n\ncat.png,968\ndog.png,1\n")
+    assert inference.read_labels_file(str(csv_path), names) == [
+        (str(tmp_path / "cat.png"), [282, 968]), (str(tmp_path / "dog.png"), [1])]
+    csv_path.write_text("cat.png,crane\n")
+    with pytest.raises(inference.UsageError, match=r"line 1: 'crane' matches 2 classes"):
+        inference.read_labels_file(str(csv_path), names)
+    csv_path.write_text("cat.png\n")
+    with pytest.raises(inference.UsageError, match="line 1: expected 'path,label', got 1 fields"):
+        inference.read_labels_file(str(csv_path), names)
+    csv_path.write_text("path,label\n")
+    with pytest.raises(inference.UsageError, match="lists no images"):
+        inference.read_labels_file(str(csv_path), names)
+
+
+def test_folder_names_are_file_names_made_unique_by_a_hash():
+    stems = inference.folder_names(["/x/a/cat.png", "/x/b/cat.png", "/x/dog.jpg"])
+    assert stems["/x/dog.jpg"] == "dog"
+    first, second = stems["/x/a/cat.png"], stems["/x/b/cat.png"]
+    assert first != second and first.startswith("cat-") and second.startswith("cat-")
+    assert len(first) == len("cat-") + 8
+    assert inference.folder_names(["/x/a/cat.png", "/x/b/cat.png"]) == {
+        "/x/a/cat.png": first, "/x/b/cat.png": second}                      # stable
+
+
+def test_target_keys_and_label_parsing():
+    assert targets.key(282) == "label:282" and targets.key(0) == "label:0"
+    assert targets.key(-1) == "top:1" and targets.key(-3) == "top:3"
+    names = labels_mod.load_labels()
+    assert labels_mod.resolve("282", names) == 282 and labels_mod.resolve(" 7 ", names) == 7
+    assert labels_mod.resolve("Tabby Cat", names) == 282                   # a synonym, any case
+    assert labels_mod.resolve("espresso", names) == 968
+    for bad, message in (("1001", "must be in 0..1000"), ("-1", "must be in 0..1000"),
+                         ("crane", "matches 2 classes"), ("unicorn", "no class named"), (" ", "empty")):
+        with pytest.raises(labels_mod.LabelError, match=message):
+            labels_mod.resolve(bad, names)
+
+
+def result_rows():
+    top5 = [{"index": 286 - i, "name": "class %d, synonym" % (286 - i), "probability": 0.5 / (i + 1)}
+            for i in range(5)]
+    return [
+        {"path": "/p/a b.png", "target": "top:1", "target_index": 286, "target_name": "Egyptian cat",
+         "probability": 0.5, "top5": top5, "status": "ok", "error": "", "seconds": 0.25,
+         "folder": "a b_286"},
+        {"path": "/p/<bad>.png", "target": "label:282", "target_index": 282, "target_name": "",
+         "probability": "", "top5": [], "status": "failed", "error": "/p/<bad>.png: not an image file",
+         "seconds": 0.001, "folder": ""},
+    ]
+
+
+def test_results_write_and_read_round_trip(tmp_path):
+    rows = result_rows()
+    results_mod.write(str(tmp_path), rows)
+    assert results_mod.read(str(tmp_path)) == rows
+    with open(str(tmp_path / results_mod.CSV_FILE), newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == results_mod.COLUMNS
+    assert table[0]["top1_index"] == "286" and table[0]["top5_probability"] == "%.6f" % 0.1
+    assert table[0]["probability"] == "0.500000" and table[0]["seconds"] == "0.250"
+    assert table[1]["status"] == "failed" and table[1]["top1_index"] == ""
+    assert sorted(os.listdir(str(tmp_path))) == [results_mod.CSV_FILE, results_mod.JSONL_FILE]
+    assert results_mod.read(str(tmp_path / "nowhere")) == []
+    (tmp_path / results_mod.JSONL_FILE).write_text("{not json\n")
+    assert results_mod.read(str(tmp_path)) == []
+
+
+def test_gallery_write_links_pictures_and_escapes_errors(tmp_path):
+    path = gallery.write(str(tmp_path), result_rows(), title="Run <1>")
+    assert path == str(tmp_path / gallery.INDEX_FILE)
+    page = open(path, encoding="utf-8").read()
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert sorted(set(refs)) == sorted("a%20b_286/" + f for f, _ in gallery.COLUMNS)
+    assert "<title>Run &lt;1&gt;</title>" in page
+    assert "/p/&lt;bad&gt;.png: not an image file" in page and "<bad>" not in page
+    assert "1 explained, 1 failed" in page
+    assert "p = 0.500" in page and "Egyptian cat" in page
+    assert os.listdir(str(tmp_path)) == [gallery.INDEX_FILE]
+
+
+# ----------------------------------------------------------------------------- folder runs
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
@@ -64,7 +190,7 @@ def mixed(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mixed_run(mixed, tmp_path_factory):
+def mixed_run(mixed, tmp_path_factory, shared_graphs):
     out = tmp_path_factory.mktemp("mixed_out") / "out"
     start = time.perf_counter()
     result = cli("--image=%s" % mixed, "--output_dir=%s" % out, "--batch_size=3")
@@ -88,11 +214,33 @@ def test_mixed_folder_reports_failures_and_goes_on(mixed_run):
         if row["status"] == "ok":
             assert sorted(os.listdir(str(out / row["folder"]))) == sorted(OUTPUT_FILES)
             assert len(row["top5"]) == 5 and row["target"] == "top:1"
-            assert abs(sum(t["probability"] for t in row["top5"])) <= 1.0
             assert row["seconds"] > 0
         else:
             assert row["error"] and row["folder"] == ""
     no_temp_files(out)
+
+
+def softmax(logits):
+    z = np.exp(logits.astype(np.float64) - logits.max())
+    return z / z.sum()
+
+
+def test_top5_are_the_five_best_classes_with_their_softmax_probabilities(mixed_run):
+    import explainer
+    out, _, _ = mixed_run
+    ok = [r for r in read_rows(out)[1] if r["status"] == "ok"]
+    with explainer.Explainer() as ex:
+        explained = ex.explain([r["path"] for r in ok])
+    for row, again in zip(ok, explained):
+        probs = softmax(again.logits)
+        best = np.argsort(-probs)[:5]
+        assert [t["index"] for t in row["top5"]] == [int(i) for i in best], row["path"]
+        np.testing.assert_allclose([t["probability"] for t in row["top5"]], probs[best], rtol=1e-3, atol=1e-5,
+                                   err_msg=row["path"])
+        assert 0 < sum(t["probability"] for t in row["top5"]) <= 1.0 + 1e-6
+        # the explained class is the top-1 class, with the same probability
+        assert row["target_index"] == row["top5"][0]["index"]
+        assert row["probability"] == pytest.approx(row["top5"][0]["probability"], rel=1e-6)
 
 
 def test_huge_image_is_shrunk_to_max_side(mixed_run):
@@ -129,13 +277,12 @@ def test_gallery_references_only_existing_files(mixed_run):
     page = (out / "index.html").read_text()
     refs = set(re.findall(r'(?:src|href)="([^"]+)"', page))
     assert len(refs) == 5 * 5
-    from urllib.parse import unquote
     for ref in refs:
         assert (out / unquote(ref)).is_file(), ref
     assert "b_corrupt.png" in page and "corrupt or truncated" in page
 
 
-def test_top_k_targets_give_one_folder_per_class(tmp_path):
+def test_top_k_targets_give_one_folder_per_class(shared_graphs, tmp_path):
     out = tmp_path / "out"
     result = cli("--image=%s" % CHELSEA, "--image=%s" % COFFEE, "--top_k_targets=3",
                  "--output_dir=%s" % out, "--quiet")
@@ -151,7 +298,7 @@ def test_top_k_targets_give_one_folder_per_class(tmp_path):
     assert rows[0]["target_index"] == 286 and rows[3]["target_index"] == 968
 
 
-def test_labels_file_with_names_and_indices(tmp_path):
+def test_labels_file_with_names_and_indices(shared_graphs, tmp_path):
     shutil.copy(CHELSEA, str(tmp_path / "cat.png"))
     (tmp_path / "targets.csv").write_text("path,label\ncat.png,tabby cat\ncat.png,968\n")
     out = tmp_path / "out"
@@ -170,7 +317,7 @@ def test_labels_file_with_an_ambiguous_name_is_a_usage_error(tmp_path):
         "error: %s line 1: 'crane' matches 2 classes: 135 crane; 518 crane" % (tmp_path / "targets.csv"))
 
 
-def test_list_file_and_glob(tmp_path):
+def test_list_file_and_glob(shared_graphs, tmp_path):
     for name in ("one.png", "two.png"):
         shutil.copy(CHELSEA, str(tmp_path / name))
     (tmp_path / "list.txt").write_text("# two photos\none.png\n\ntwo.png\n")
@@ -186,7 +333,7 @@ def test_list_file_and_glob(tmp_path):
     assert result.returncode == 2 and "no files match" in result.stderr
 
 
-def test_same_file_names_in_different_folders_get_different_outputs(tmp_path):
+def test_same_file_names_in_different_folders_get_different_outputs(shared_graphs, tmp_path):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         shutil.copy(CHELSEA, str(tmp_path / sub / "cat.png"))
@@ -199,7 +346,7 @@ def test_same_file_names_in_different_folders_get_different_outputs(tmp_path):
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_leaves_valid_results_and_no_partial_files(tmp_path, sig, code):
+def test_signal_leaves_valid_results_and_no_partial_files(shared_graphs, tmp_path, sig, code):
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(24):
@@ -231,7 +378,6 @@ def test_signal_leaves_valid_results_and_no_partial_files(tmp_path, sig, code):
     assert len(read_rows(out)[1]) == 24
 
 
-ARTIFACTS = os.path.join(ROOT, "tests", "artifacts")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--enable-logging=stderr", "--log-level=0", "--virtual-time-budget=10000"]
@@ -265,19 +411,18 @@ def render(chromium, page, profile, *extra):
     return result.stdout, console
 
 
+@pytest.mark.extended
 def test_gallery_renders_in_chromium_with_every_picture(chromium, mixed_run, tmp_path):
     out, _, _ = mixed_run
     page = out / "index.html"
     dom, console = render(chromium, page, tmp_path / "p1", "--dump-dom")
     assert 'data-images-loaded="25/25"' in dom
     assert console == []   # the page logs nothing, so any console line is an error or a warning
-    os.makedirs(ARTIFACTS, exist_ok=True)
-    shot = os.path.join(ARTIFACTS, "gallery.png")
-    if os.path.exists(shot):
-        os.remove(shot)
+    shot = str(tmp_path / "gallery.png")
     render(chromium, page, tmp_path / "p2", "--screenshot=%s" % shot, "--window-size=1500,1400")
     assert Image.open(shot).size == (1500, 1400)
     assert np.asarray(Image.open(shot).convert("L")).std() > 10  # not a blank page
+    keep_artifact(shot)  # into $GRADCAM_TEST_ARTIFACTS when set, for a person to look at
 
     # The checks can fail: a missing picture and a console error are both caught.
     broken = tmp_path / "broken"

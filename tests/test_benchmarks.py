@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -33,7 +35,6 @@ TORCH_SETUP = os.path.join(ROOT, "benchmarks", "setup_torch_venv.sh")
 def torch_venv_or_skip():
     """benchmarks/.venv-torch, created on first use (skips where it cannot be made)."""
     import shutil
-    import pytest
     if shutil.which("python3.11") is None and not os.environ.get("PYTHON311"):
         pytest.skip("python3.11 is absent: the pytorch-grad-cam venv cannot be made")
     done = subprocess.run(["bash", TORCH_SETUP], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -42,6 +43,7 @@ def torch_venv_or_skip():
         pytest.skip("the pytorch-grad-cam venv could not be installed: %s" % done.stdout.strip()[-300:])
 
 
+@pytest.mark.extended
 def test_speed_benchmark_runs_on_two_images_and_torch_logits_agree(tmp_path):
     torch_venv_or_skip()
     output = tmp_path / "results.json"

@@ -1,25 +1,40 @@
-"""inference.py end to end, and every kind of bad input."""
+"""inference.py end to end, and every kind of bad input.
+
+Most runs call ``inference.main`` in this process with the session's shared graphs (see
+conftest.py); one single-image run and the ``--help`` import check start a real process.
+"""
+import inspect
 import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 import gradcam as gc
+import inference
 from explanation import OUTPUT_FILES
 import weights
-from conftest import ROOT
+from conftest import ROOT, run_main
 from tf_setup import quiet_tensorflow
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 PICTURE_FILES = sorted(OUTPUT_FILES)
 
+pytestmark = pytest.mark.usefixtures("shared_graphs")
 
-def cli(*args, cwd=None):
+
+def cli(*args):
+    """inference.py in this process: .returncode, .stdout, .stderr."""
+    return run_main(inference.main, *args)
+
+
+def cli_process(*args):
+    """inference.py in a new process."""
     return subprocess.run([sys.executable, os.path.join(ROOT, "inference.py")] + list(args),
-                          cwd=cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, stdin=subprocess.DEVNULL)
 
 
@@ -34,9 +49,10 @@ def assert_one_line_error(result, code, *fragments):
 
 @pytest.fixture(scope="module")
 def chelsea_run(tmp_path_factory):
+    """The one single-image run in a new process, as a person runs it."""
     out = tmp_path_factory.mktemp("cli") / "chelsea"
-    result = cli("--image=%s" % CHELSEA, "--label=282", "--output_dir=%s" % out, "--save_raw",
-                 "--top_k=3")
+    result = cli_process("--image=%s" % CHELSEA, "--label=282", "--output_dir=%s" % out, "--save_raw",
+                         "--top_k=3")
     assert result.returncode == 0, result.stderr
     return out, result
 
@@ -64,9 +80,26 @@ def test_writes_every_picture_and_raw_arrays(chelsea_run):
 def test_top_k_lines_and_summary(chelsea_run):
     _, result = chelsea_run
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 4
-    assert lines[0].split()[0] == "286" and "Egyptian cat" in lines[0]  # top-1 for Chelsea
+    assert len(lines) == 1 + 3 + 1                                     # header, 3 classes, summary
+    assert lines[0].split() == ["class", "name", "logit", "p"]
+    assert lines[1].split()[0] == "286" and "Egyptian cat" in lines[1]  # top-1 for Chelsea
     assert "explained class 282 (tabby, tabby cat)" in lines[-1]
+
+
+def panel_tiles(panel):
+    """The five picture tiles of a panel, left to right, found by the white gaps between them."""
+    params = inspect.signature(gc.panel).parameters
+    gap, caption_height = params["gap"].default, params["caption_height"].default
+    tile_height = panel.shape[0] - 2 * gap - caption_height
+    band = panel[gap:gap + tile_height]
+    filled = np.flatnonzero((band != 255).any(axis=(0, 2)))
+    starts = [filled[0]] + [b for a, b in zip(filled[:-1], filled[1:]) if b > a + 1]
+    ends = [a + 1 for a, b in zip(filled[:-1], filled[1:]) if b > a + 1] + [filled[-1] + 1]
+    return [band[:, x0:x1] for x0, x1 in zip(starts, ends)]
+
+
+def resized(picture, tile):
+    return cv2.resize(picture, (tile.shape[1], tile.shape[0]), interpolation=cv2.INTER_AREA).astype(int)
 
 
 def test_colours_on_disk_are_rgb(chelsea_run):
@@ -79,14 +112,32 @@ def test_colours_on_disk_are_rgb(chelsea_run):
     cold = np.unravel_index(np.argmin(cam), cam.shape)
     assert on_disk[hot][0] > 100 and on_disk[hot][2] < 50     # red where the CAM peaks
     assert on_disk[cold][2] > 100 and on_disk[cold][0] < 50   # blue where it is lowest
-    # the photo in the panel keeps its colours: Chelsea's fur is orange (R > B)
-    photo = np.asarray(Image.open(CHELSEA).convert("RGB")).astype(int)
-    assert photo[..., 0].mean() > photo[..., 2].mean()
     np.testing.assert_array_equal(np.asarray(Image.open(str(out / "gradcam.png"))), gc.heatmap(cam))
 
 
-def test_default_output_folder_is_named_after_image_and_class(tmp_path):
-    result = cli("--image=%s" % CHELSEA, "--top_k=0", cwd=str(tmp_path))
+def test_panel_on_disk_keeps_the_photo_colours_and_holds_the_heatmap(chelsea_run):
+    out, _ = chelsea_run
+    panel = np.asarray(Image.open(str(out / "panel.png")).convert("RGB"))
+    tiles = panel_tiles(panel)
+    assert len(tiles) == 5, [t.shape for t in tiles]
+    photo_tile, heatmap_tile = tiles[0].astype(int), tiles[1].astype(int)
+    # the photo in the panel keeps its colours: Chelsea's fur is orange (R > B), as in the photo
+    photo = np.asarray(Image.open(CHELSEA).convert("RGB"))
+    assert photo[..., 0].mean() > photo[..., 2].mean() + 20
+    red, blue = photo_tile[..., 0].mean(), photo_tile[..., 2].mean()
+    assert red > blue + 20, "photo tile: mean R %.1f, mean B %.1f" % (red, blue)
+    diff = np.abs(photo_tile - resized(photo, photo_tile)).mean()
+    assert diff < 3, "photo tile differs from the photo by %.1f per value" % diff
+    # the second tile is gradcam.png, not the photo or another picture
+    gradcam_png = np.asarray(Image.open(str(out / "gradcam.png")).convert("RGB"))
+    diff = np.abs(heatmap_tile - resized(gradcam_png, heatmap_tile)).mean()
+    assert diff < 3, "heatmap tile differs from gradcam.png by %.1f per value" % diff
+    assert np.abs(heatmap_tile - resized(photo, heatmap_tile)).mean() > 30
+
+
+def test_default_output_folder_is_named_after_image_and_class(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("--image=%s" % CHELSEA, "--top_k=0")
     assert result.returncode == 0, result.stderr
     assert os.listdir(str(tmp_path)) == ["chelsea_286"]
     assert sorted(os.listdir(str(tmp_path / "chelsea_286"))) == PICTURE_FILES
@@ -224,14 +275,26 @@ def test_help_lists_every_flag():
         assert flag in result.stdout
 
 
-def test_show_without_a_display_says_so(tmp_path):
-    env = dict(os.environ)
-    env.pop("DISPLAY", None)
-    env.pop("WAYLAND_DISPLAY", None)
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "inference.py"), "--image=%s" % CHELSEA,
-                             "--output_dir=%s" % (tmp_path / "out"), "--show", "--top_k=0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                            env=env, stdin=subprocess.DEVNULL)
+@pytest.mark.xfail(strict=True, reason="issue: --help must not load TensorFlow")
+def test_help_does_not_load_tensorflow():
+    # A new process: this one has TensorFlow loaded already.
+    code = ("import sys, inference\n"
+            "try:\n"
+            "    inference.main(['--help'])\n"
+            "except SystemExit as exc:\n"
+            "    assert exc.code in (0, None), exc.code\n"
+            "print('tensorflow loaded:', 'tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert "--image" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "tensorflow loaded: False"
+
+
+def test_show_without_a_display_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = cli("--image=%s" % CHELSEA, "--output_dir=%s" % (tmp_path / "out"), "--show", "--top_k=0")
     assert result.returncode == 0, result.stderr
     assert "--show: no display" in result.stderr
     assert (tmp_path / "out" / "panel.png").exists()

@@ -2,23 +2,20 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import evaluate
-import explainer
-from conftest import ROOT
+from conftest import ROOT, run_main
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 
 
 @pytest.fixture(scope="module")
-def small_graph():
-    with explainer.GuidedGradCamGraph() as g:
-        yield g
+def small_graph(graph):
+    """The session's shared graph; tests that randomise weights restore them in all cases."""
+    return graph
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +33,13 @@ def test_maps_compared_with_themselves_score_one(small_graph, inputs):
 def test_randomization_restores_the_trained_weights(small_graph, inputs):
     before = small_graph.run(inputs, photo_gradient=False)
     randomizer = evaluate.WeightRandomizer(small_graph, seed=1)
-    randomizer.randomize("Logits")
-    randomizer.randomize("Conv2d_5_pointwise")
-    changed = small_graph.run(inputs, [int(before["label"][0])], photo_gradient=False)
-    assert not np.array_equal(changed["logits"], before["logits"])
-    randomizer.restore()
+    try:
+        randomizer.randomize("Logits")
+        randomizer.randomize("Conv2d_5_pointwise")
+        changed = small_graph.run(inputs, [int(before["label"][0])], photo_gradient=False)
+        assert not np.array_equal(changed["logits"], before["logits"])
+    finally:
+        randomizer.restore()  # the graph is shared with later tests
     after = small_graph.run(inputs, photo_gradient=False)
     np.testing.assert_array_equal(after["logits"], before["logits"])
     np.testing.assert_array_equal(after["guided_backprop"], before["guided_backprop"])
@@ -64,15 +63,13 @@ def test_class_sensitivity_rows(small_graph, inputs):
     assert rows[0]["top1"] == 286 and rows[0]["other"] != 286
 
 
-def test_cli_end_to_end_with_boxes(tmp_path):
+def test_cli_end_to_end_with_boxes(shared_graphs, tmp_path):
     boxes = tmp_path / "boxes.json"
     # Chelsea's face fills most of the photo; the box covers the head (451 x 300 photo)
     boxes.write_text(json.dumps({"chelsea.png": {"Egyptian cat": [[60, 0, 400, 300]], "282": [[60, 0, 400, 300]]}}))
     out = tmp_path / "eval"
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), "--image=%s" % CHELSEA,
-                             "--output_dir=%s" % out, "--boxes=%s" % boxes, "--steps=4",
-                             "--checks=class,deletion"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    result = run_main(evaluate.main, "--image=%s" % CHELSEA, "--output_dir=%s" % out, "--boxes=%s" % boxes,
+                      "--steps=4", "--checks=class,deletion")
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(str(out))) == ["class_sensitivity.csv", "deletion_insertion.csv",
                                             "pointing_game.csv", "report.md"]
@@ -90,9 +87,8 @@ def test_cli_end_to_end_with_boxes(tmp_path):
 def test_cli_bad_boxes_are_a_usage_error(tmp_path):
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"chelsea.png": {"282": [[10, 10, 5]]}}))
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), "--image=%s" % CHELSEA,
-                             "--boxes=%s" % boxes, "--output_dir=%s" % (tmp_path / "e")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    result = run_main(evaluate.main, "--image=%s" % CHELSEA, "--boxes=%s" % boxes,
+                      "--output_dir=%s" % (tmp_path / "e"))
     assert result.returncode == 2
     assert result.stderr.startswith("error: --boxes") and result.stderr.count("\n") == 1
     assert not (tmp_path / "e").exists()

@@ -55,6 +55,7 @@ def test_gradcam_gradient_is_the_plain_analytic_gradient(graph, chelsea):
 
 def test_guided_backprop_differs_from_plain_gradient_and_seed_rule(graph, chelsea):
     guided = graph.run(chelsea)
+    # shared with other tests through the session's cache (conftest.py): built once
     with explainer.GuidedGradCamGraph(guided_relu6="plain") as plain_graph:
         plain = plain_graph.run(chelsea)
     with explainer.GuidedGradCamGraph(guided_relu6="seed") as seed_graph:

@@ -14,11 +14,10 @@ def test_cam_is_relu_of_gradient_weighted_maps():
     acts[..., 0] = [[1, 2, 3], [4, 5, 6]]
     acts[..., 1] = [[6, 5, 4], [3, 2, 1]]
     grad = np.zeros((2, 3, 2), np.float32)
-    grad[..., 0] = 2.0          # channel weight 2
-    grad[..., 1] = -1.0         # channel weight -1
-    expected = np.maximum(2 * acts[..., 0] - acts[..., 1], 0)  # [[0,0,2],[5,8,11]]
-    np.testing.assert_array_equal(gc.compute_cam(acts, grad), expected)
-    np.testing.assert_array_equal(expected, [[0, 0, 2], [5, 8, 11]])
+    grad[..., 0] = [[1, 3, 2], [2, 3, 1]]        # channel weight: mean 2
+    grad[..., 1] = [[-2, 0, -1], [-1, -1, -1]]   # channel weight: mean -1
+    # relu(2 * A0 - 1 * A1), worked out by hand: [[2-6, 4-5, 6-4], [8-3, 10-2, 12-1]]
+    np.testing.assert_array_equal(gc.compute_cam(acts, grad), [[0, 0, 2], [5, 8, 11]])
 
 
 def test_batch_axis_of_one_is_accepted():

@@ -1,0 +1,113 @@
+"""Every relative link and image in README.md and the tracked docs/**/*.md is a file git tracks.
+
+A link to an ignored or never-added file works in the working tree and breaks on a fresh clone
+(README pictures that do not show, `make evaluate` without its boxes file), so the check is
+against `git ls-files`, not against the disk. No TensorFlow: this runs in milliseconds.
+"""
+import os
+import posixpath
+import re
+import subprocess
+from urllib.parse import unquote
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FENCE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$", re.M | re.S)
+INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
+HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
+# [text](target "title") and ![alt](target); the text may span lines and hold one level of [..]
+INLINE_LINK = re.compile(r"!?\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\(\s*(<[^>]*>|[^)\s]+)(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)")
+REFERENCE = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(<[^>]*>|\S+)", re.M)
+HTML_ATTR = re.compile(r"<[a-zA-Z][^>]*?\s(?:src|href)\s*=\s*(\"[^\"]*\"|'[^']*')", re.S)
+EXTERNAL = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//)")  # http:, https:, mailto:, data:, //host ...
+
+
+def _tracked():
+    """Paths git tracks under ROOT (relative, '/'-separated), or skip outside a git checkout."""
+    try:
+        top = subprocess.run(["git", "-C", ROOT, "rev-parse", "--show-toplevel"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, universal_newlines=True)
+        if top.returncode != 0 or os.path.realpath(top.stdout.strip()) != os.path.realpath(ROOT):
+            pytest.skip("%s is not the top of a git checkout (e.g. an unpacked archive): "
+                        "cannot tell which files are tracked" % ROOT)
+        files = subprocess.run(["git", "-C", ROOT, "ls-files", "-z"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip("git is not usable here (%s): cannot tell which files are tracked" % exc)
+    return {f for f in files.decode("utf-8").split("\0") if f}
+
+
+def link_targets(text):
+    """Relative link and image targets of a markdown text (code spans and blocks excluded)."""
+    text = HTML_COMMENT.sub("", INLINE_CODE.sub("", FENCE.sub("", text)))
+    raw = _inline(text) + [m.group(1) for m in REFERENCE.finditer(text)]
+    raw += [m.group(1)[1:-1] for m in HTML_ATTR.finditer(text)]
+    targets = []
+    for target in raw:
+        target = target.strip().strip("<>").split("#", 1)[0].split("?", 1)[0]
+        if target and not EXTERNAL.match(target):
+            targets.append(unquote(target))
+    return targets
+
+
+def _inline(text):
+    """Inline targets, including those inside a link's text (an image used as a link)."""
+    found = []
+    for m in INLINE_LINK.finditer(text):
+        found += _inline(m.group(1)) + [m.group(2)]
+    return found
+
+
+def _documents(tracked):
+    docs = ["README.md"] + sorted(f for f in tracked if f.startswith("docs/") and f.endswith(".md"))
+    return [d for d in docs if os.path.isfile(os.path.join(ROOT, d))]
+
+
+def broken_links(tracked):
+    """[(document, target)] for every relative target that is not a tracked file or folder."""
+    folders = {p for f in tracked for p in _parents(f)}
+    broken = []
+    for doc in _documents(tracked):
+        with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
+            text = f.read()
+        for target in link_targets(text):
+            base = "" if target.startswith("/") else posixpath.dirname(doc)
+            path = posixpath.normpath(posixpath.join(base, target.lstrip("/")))
+            if path not in tracked and path.rstrip("/") not in folders:
+                broken.append((doc, target))
+    return broken
+
+
+def _parents(path):
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def test_link_parser_finds_links_images_and_html():
+    text = ("See [the report](docs/r.md#top) and\n![a picture\nover two lines](pics/a.png \"title\").\n"
+            "[web](https://example.org) [mail](mailto:a@b.c) [here](#section) [![badge](b.svg)](c.md)\n"
+            "<img src=\"d.png\" width=3> <a href='e/f.html#x'>e</a>\n[ref]: g.txt\n"
+            "`[code](not_a_link.md)`\n```\n![in a block](not_an_image.png)\n```\n")
+    assert link_targets(text) == ["docs/r.md", "pics/a.png", "b.svg", "c.md", "g.txt", "d.png", "e/f.html"]
+
+
+def test_readme_and_docs_links_are_tracked_files():
+    tracked = _tracked()
+    assert "README.md" in tracked
+    broken = broken_links(tracked)
+    assert not broken, ("links to files git does not track (missing, ignored or never added), "
+                        "broken on a fresh clone:\n" + "\n".join("  %s: %s" % b for b in broken))
+
+
+def test_docs_files_the_build_reads_are_tracked():
+    """`make evaluate` and scripts/make_examples.sh read docs/evaluation/boxes.json: on a fresh
+    clone it has to be there."""
+    tracked = _tracked()
+    named = set()
+    for build_file in ["Makefile"] + sorted(f for f in tracked if f.startswith("scripts/") and f.endswith(".sh")):
+        with open(os.path.join(ROOT, build_file), encoding="utf-8") as f:
+            named |= {(build_file, p) for p in re.findall(r"(?<![\w/.-])docs/[\w/.-]*\w\.\w+", f.read())}
+    missing = sorted((b, p) for b, p in named if p not in tracked)
+    assert not missing, "files the build names but git does not track:\n" + "\n".join("  %s: %s" % m for m in missing)
