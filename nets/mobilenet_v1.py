@@ -6,7 +6,7 @@ Variable and end-point names follow the official slim checkpoints
 from collections import OrderedDict
 from typing import Dict, Tuple
 
-import tensorflow as tf
+from ggcam.tf_compat import tf
 import tf_slim as slim
 
 SCOPE = "MobilenetV1"

@@ -37,33 +37,34 @@ def keep_artifact(path: str) -> Optional[str]:
 
 @pytest.fixture(scope="session")
 def shared_graphs():
-    """One built graph per (checkpoint, guided rule) for the whole session.
+    """One built graph per zoo model, checkpoint, layer and guided rule for the whole session.
 
-    ``explainer.GuidedGradCamGraph`` (which ``Explainer``, ``inference.main`` and
-    ``evaluate.main`` call) is replaced by a subclass whose constructor builds a real graph the
-    first time a (checkpoint, guided_relu6) pair is asked for and hands the same one out
-    afterwards; its ``close()`` does nothing until the session ends, when all are closed. A build that fails (missing or
-    mismatched checkpoint) raises as usual and is not cached, so error paths still go through
-    the real constructor. Yields the cache: {(absolute checkpoint prefix, rule): graph}.
+    ``ggcam.explainer.GuidedGradCamGraph`` (which ``Explainer``, ``inference.main`` and
+    ``evaluate.main`` go through) is replaced by a subclass whose constructor builds a real
+    graph the first time a (zoo model, checkpoint, layer, rule) is asked for and hands the same
+    one out afterwards; its ``close()`` does nothing until the session ends. Builds that fail
+    (missing or mismatched checkpoint) raise as usual and are not cached; models other than zoo
+    models and special session configs always get a graph of their own. Yields the cache.
     """
-    import explainer
-    real = explainer.GuidedGradCamGraph
+    from ggcam import explainer, graph as graph_mod
+    from ggcam.models.slim import SlimModel
+    real = graph_mod.GuidedGradCamGraph
     cache = {}
 
     class SharedGraph(real):
-        """A subclass, so isinstance checks and ``object.__new__(explainer.GuidedGradCamGraph)``
-        keep working while the patch is in place."""
+        """A subclass, so isinstance checks keep working while the patch is in place."""
 
-        def __new__(cls, checkpoint: str = explainer.weights.DEFAULT_CHECKPOINT, guided_relu6: str = "exact",
-                    config=None):
-            key = (os.path.abspath(checkpoint), guided_relu6)
-            if config is not None or key not in cache:
-                graph = object.__new__(cls)
-                real.__init__(graph, checkpoint, guided_relu6, config)  # raises for a bad checkpoint
-                if config is not None:  # a special session: not shared
-                    return graph
-                graph._shared = True
-                cache[key] = graph
+        def __new__(cls, model, layer=None, guided_relu6: str = "exact", config=None):
+            key = None
+            if isinstance(model, SlimModel) and config is None:
+                key = (model.name, os.path.abspath(model.checkpoint), layer, guided_relu6)
+            if key is None or key not in cache:
+                g = object.__new__(cls)
+                real.__init__(g, model, layer, guided_relu6, config)  # raises for a bad checkpoint
+                if key is None:
+                    return g
+                g._shared = True
+                cache[key] = g
             return cache[key]
 
         def __init__(self, *args, **kwargs):  # built in __new__
@@ -75,20 +76,27 @@ def shared_graphs():
 
     patch = pytest.MonkeyPatch()
     patch.setattr(explainer, "GuidedGradCamGraph", SharedGraph)
+    patch.setattr(graph_mod, "GuidedGradCamGraph", SharedGraph)
     try:
         yield cache
     finally:
         patch.undo()
-        for graph in cache.values():
-            real.close(graph)
+        for g in cache.values():
+            real.close(g)
         cache.clear()
+
+
+def mobilenet_graph(layer=None, guided_relu6: str = "exact"):
+    """The session's shared MobileNet V1 graph (with the ``shared_graphs`` fixture active)."""
+    from ggcam import graph as graph_mod
+    from ggcam.models.slim import SlimModel
+    return graph_mod.GuidedGradCamGraph(SlimModel("mobilenet_v1"), layer, guided_relu6)
 
 
 @pytest.fixture(scope="session")
 def graph(shared_graphs):
     """The shared graph with the real checkpoint and the default (exact) guided rule."""
-    import explainer
-    return explainer.GuidedGradCamGraph()
+    return mobilenet_graph()
 
 
 class Run:

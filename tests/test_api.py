@@ -7,19 +7,20 @@ import pytest
 from PIL import Image
 
 import gradcam as gc
-import image_io
-import labels as labels_mod
+from ggcam import image_io
+from ggcam import labels as labels_mod
 from conftest import ROOT
-from explanation import OUTPUT_FILES, RAW_FILE
+from ggcam.targets import Target
+from ggcam.explanation import OUTPUT_FILES, RAW_FILE
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")
-RAW_NAMES = ["cam", "conv_activations", "conv_gradient", "guided_backprop", "label", "logits"]
+RAW_NAMES = ["cam", "conv_activations", "conv_gradient", "guided_backprop", "label", "layer", "logits", "model"]
 
 
 @pytest.fixture(scope="module")
 def ex(shared_graphs):
-    from explainer import Explainer
+    from ggcam import Explainer
     with Explainer(batch_size=3) as e:
         yield e
 
@@ -37,7 +38,7 @@ def test_paths_pil_images_and_arrays_give_the_same_result(ex):
 
 def test_single_image_default_target_and_repr(ex):
     (r,) = ex.explain(COFFEE)
-    assert r.label == 968 and r.name == "espresso" and r.requested == -1
+    assert r.label == 968 and r.name == "espresso" and r.requested == Target.best()
     assert r.probability > 0.9
     assert "espresso" in repr(r)
     assert Image.open(io.BytesIO(r._repr_png_())).format == "PNG"
@@ -45,7 +46,7 @@ def test_single_image_default_target_and_repr(ex):
 
 def test_top_k_and_per_image_labels(ex):
     results = ex.explain([CHELSEA, COFFEE], top_k=3)
-    assert [r.requested for r in results] == [-1, -2, -3] * 2
+    assert [r.requested for r in results] == [Target.best(1), Target.best(2), Target.best(3)] * 2
     assert [r.label for r in results[:3]] == [i for i, _, _, _ in results[0].top(3)]
     results = ex.explain([CHELSEA, COFFEE], labels=[[282, "Egyptian cat"], 968])
     assert [r.label for r in results] == [282, 286, 968]

@@ -16,16 +16,18 @@ import time
 from urllib.parse import unquote
 
 import numpy as np
+from ggcam.models.imagenet import load_labels
 import pytest
 from PIL import Image
 
-import gallery
+from ggcam import gallery
 import inference
-import labels as labels_mod
-import targets
+from ggcam import cli as cli_mod
+from ggcam import labels as labels_mod
+from ggcam import targets
 from conftest import ROOT, keep_artifact, run_main
-from explanation import OUTPUT_FILES
-import results as results_mod
+from ggcam.explanation import OUTPUT_FILES
+from ggcam import results as results_mod
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")
@@ -64,57 +66,59 @@ def photo_tree(tmp_path):
 
 
 def test_expand_images_folder_keeps_image_extensions_sorted_and_counts_the_rest(photo_tree, capsys):
-    paths, single = inference.expand_images([str(photo_tree)])
+    paths, single = cli_mod.expand_images([str(photo_tree)])
     assert paths == [str(photo_tree / "a.png"), str(photo_tree / "b.jpg")]  # not recursive
     assert single is False
     assert "skipped 1 file(s)" in capsys.readouterr().err                    # notes.txt
 
 
 def test_expand_images_glob_list_and_plain_file(photo_tree):
-    paths, single = inference.expand_images([str(photo_tree / "**" / "*.PNG")])
+    paths, single = cli_mod.expand_images([str(photo_tree / "**" / "*.PNG")])
     assert paths == [str(photo_tree / "sub" / "c.PNG")] and single is False
     (photo_tree / "list.txt").write_text("# a comment\na.png\n\nsub/c.PNG\n")
-    paths, single = inference.expand_images(["@%s" % (photo_tree / "list.txt")])
+    paths, single = cli_mod.expand_images(["@%s" % (photo_tree / "list.txt")])
     assert paths == [str(photo_tree / "a.png"), str(photo_tree / "sub" / "c.PNG")] and single is False
-    paths, single = inference.expand_images([str(photo_tree / "a.png")])
+    paths, single = cli_mod.expand_images([str(photo_tree / "a.png")])
     assert paths == [str(photo_tree / "a.png")] and single is True
-    with pytest.raises(inference.UsageError, match="no files match"):
-        inference.expand_images([str(photo_tree / "zz*.png")])
-    with pytest.raises(inference.UsageError, match="cannot read"):
-        inference.expand_images(["@%s" % (photo_tree / "missing.txt")])
+    with pytest.raises(cli_mod.UsageError, match="no files match"):
+        cli_mod.expand_images([str(photo_tree / "zz*.png")])
+    with pytest.raises(cli_mod.UsageError, match="cannot read"):
+        cli_mod.expand_images(["@%s" % (photo_tree / "missing.txt")])
 
 
 def test_read_labels_file_names_indices_header_and_errors(tmp_path):
-    names = labels_mod.load_labels()
+    names = load_labels()
     csv_path = tmp_path / "targets.csv"
     csv_path.write_text("path,label\ncat.png,tabby cat\n# a comment\n\ncat.png,968\ndog.png,1\n")
-    assert inference.read_labels_file(str(csv_path), names) == [
-        (str(tmp_path / "cat.png"), [282, 968]), (str(tmp_path / "dog.png"), [1])]
+    assert cli_mod.read_labels_file(str(csv_path), names) == [
+        (str(tmp_path / "cat.png"), [targets.Target.of(282), targets.Target.of(968)]),
+        (str(tmp_path / "dog.png"), [targets.Target.of(1)])]
     csv_path.write_text("cat.png,crane\n")
-    with pytest.raises(inference.UsageError, match=r"line 1: 'crane' matches 2 classes"):
-        inference.read_labels_file(str(csv_path), names)
+    with pytest.raises(cli_mod.UsageError, match=r"line 1: 'crane' matches 2 classes"):
+        cli_mod.read_labels_file(str(csv_path), names)
     csv_path.write_text("cat.png\n")
-    with pytest.raises(inference.UsageError, match="line 1: expected 'path,label', got 1 fields"):
-        inference.read_labels_file(str(csv_path), names)
+    with pytest.raises(cli_mod.UsageError, match="line 1: expected 'path,label', got 1 fields"):
+        cli_mod.read_labels_file(str(csv_path), names)
     csv_path.write_text("path,label\n")
-    with pytest.raises(inference.UsageError, match="lists no images"):
-        inference.read_labels_file(str(csv_path), names)
+    with pytest.raises(cli_mod.UsageError, match="lists no images"):
+        cli_mod.read_labels_file(str(csv_path), names)
 
 
 def test_folder_names_are_file_names_made_unique_by_a_hash():
-    stems = inference.folder_names(["/x/a/cat.png", "/x/b/cat.png", "/x/dog.jpg"])
+    stems = cli_mod.folder_names(["/x/a/cat.png", "/x/b/cat.png", "/x/dog.jpg"])
     assert stems["/x/dog.jpg"] == "dog"
     first, second = stems["/x/a/cat.png"], stems["/x/b/cat.png"]
     assert first != second and first.startswith("cat-") and second.startswith("cat-")
     assert len(first) == len("cat-") + 8
-    assert inference.folder_names(["/x/a/cat.png", "/x/b/cat.png"]) == {
+    assert cli_mod.folder_names(["/x/a/cat.png", "/x/b/cat.png"]) == {
         "/x/a/cat.png": first, "/x/b/cat.png": second}                      # stable
 
 
 def test_target_keys_and_label_parsing():
-    assert targets.key(282) == "label:282" and targets.key(0) == "label:0"
-    assert targets.key(-1) == "top:1" and targets.key(-3) == "top:3"
-    names = labels_mod.load_labels()
+    assert targets.Target.of(282).key == "label:282" and targets.Target.of(0).key == "label:0"
+    assert targets.Target.best().key == "top:1" and targets.Target.best(3).key == "top:3"
+    assert targets.Target.from_key("top:3") == targets.Target.best(3)
+    names = load_labels()
     assert labels_mod.resolve("282", names) == 282 and labels_mod.resolve(" 7 ", names) == 7
     assert labels_mod.resolve("Tabby Cat", names) == 282                   # a synonym, any case
     assert labels_mod.resolve("espresso", names) == 968
@@ -226,7 +230,7 @@ def softmax(logits):
 
 
 def test_top5_are_the_five_best_classes_with_their_softmax_probabilities(mixed_run):
-    import explainer
+    from ggcam import explainer
     out, _, _ = mixed_run
     ok = [r for r in read_rows(out)[1] if r["status"] == "ok"]
     with explainer.Explainer() as ex:

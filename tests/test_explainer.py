@@ -4,14 +4,16 @@ import os
 import numpy as np
 import pytest
 
-import explainer
 import gradcam as gc
-import image_io
-from conftest import ROOT
+from ggcam import image_io
+from conftest import ROOT, mobilenet_graph
+from ggcam.graph import resize_images
+from ggcam.models import zoo
+from ggcam.guided_relu import override_map
+from ggcam.targets import Target
 from nets import mobilenet_v1 as mnet
-from tf_setup import quiet_tensorflow
+from ggcam.tf_compat import tf
 
-tf = quiet_tensorflow()
 import tf_slim as slim  # noqa: E402
 
 BULL_MASTIFF, TABBY_CAT = 244, 282
@@ -56,9 +58,9 @@ def test_gradcam_gradient_is_the_plain_analytic_gradient(graph, chelsea):
 def test_guided_backprop_differs_from_plain_gradient_and_seed_rule(graph, chelsea):
     guided = graph.run(chelsea)
     # shared with other tests through the session's cache (conftest.py): built once
-    with explainer.GuidedGradCamGraph(guided_relu6="plain") as plain_graph:
+    with mobilenet_graph(guided_relu6="plain") as plain_graph:
         plain = plain_graph.run(chelsea)
-    with explainer.GuidedGradCamGraph(guided_relu6="seed") as seed_graph:
+    with mobilenet_graph(guided_relu6="seed") as seed_graph:
         seed = seed_graph.run(chelsea)
     # Same forward pass and the same (unguided) Grad-CAM gradient in all three graphs ...
     np.testing.assert_allclose(guided["logits"], plain["logits"], rtol=1e-5, atol=1e-4)
@@ -76,8 +78,8 @@ def test_guided_backprop_differs_from_plain_gradient_and_seed_rule(graph, chelse
 
 def test_batch_equals_single_images(graph, chelsea):
     other = chelsea[:, ::-1]  # the mirrored photo, same size
-    both = graph.run(np.concatenate([chelsea, other]), [TABBY_CAT, explainer.PREDICTED])
-    for i, (img, label) in enumerate([(chelsea, TABBY_CAT), (other, explainer.PREDICTED)]):
+    both = graph.run(np.concatenate([chelsea, other]), [TABBY_CAT, Target.best()])
+    for i, (img, label) in enumerate([(chelsea, TABBY_CAT), (other, Target.best())]):
         single = graph.run(img, [label])
         for name, value in single.items():
             np.testing.assert_allclose(both[name][i], value[0], rtol=1e-4, atol=1e-6, err_msg=name)
@@ -86,10 +88,10 @@ def test_batch_equals_single_images(graph, chelsea):
 def test_graph_is_finalized_and_does_not_grow(graph, chelsea):
     assert graph.graph.finalized
     n_ops = len(graph.graph.get_operations())
-    for label in (1, TABBY_CAT, explainer.PREDICTED):
+    for label in (1, TABBY_CAT, Target.best()):
         graph.run(chelsea, [label])
     graph.run(np.zeros((3, 100, 150, 3), np.float32))
-    graph.run([np.zeros((50, 60, 3)), np.ones((224, 224, 3)), np.ones((300, 20, 3))], [-2, 5, -1])
+    graph.run([np.zeros((50, 60, 3)), np.ones((224, 224, 3)), np.ones((300, 20, 3))], [Target.best(2), 5, Target.best()])
     assert len(graph.graph.get_operations()) == n_ops
 
 
@@ -98,7 +100,8 @@ def test_one_backward_pass_through_the_network(graph):
     # backward ops (the other one maps a 224x224 gradient back through the photo's resize).
     scopes = {}
     for op in graph.graph.get_operations():
-        top = op.name.split("/")[0]
+        parts = op.name.split("/")
+        top = parts[1] if parts[0] == "ggcam" and len(parts) > 1 else parts[0]
         if top.startswith(("gradients", "photo_gradient")):
             scopes.setdefault(top, set()).add(op.type)
     assert set(scopes) == {"gradients", "photo_gradient"}
@@ -121,27 +124,29 @@ def test_photo_gradient_equals_gradient_through_the_resize(graph):
     img = np.random.RandomState(2).uniform(0, 1, (1, 97, 131, 3)).astype(np.float32)
     out = graph.run(img, [TABBY_CAT])
     g = tf.Graph()
-    with g.as_default(), g.gradient_override_map(explainer.guided_relu.override_map("exact")):
+    with g.as_default(), g.gradient_override_map(override_map("exact")):
         photo = tf.constant(img)
-        logits, _ = mnet.build(explainer.to_model_range(explainer.resize_to_model(photo)))
+        logits, _ = mnet.build((resize_images(photo, (224, 224)) - 0.5) * 2.0)
         (direct,) = tf.gradients(logits[0, TABBY_CAT], [photo])
         saver = tf.train.Saver()
     with tf.Session(graph=g) as sess:
-        saver.restore(sess, explainer.weights.DEFAULT_CHECKPOINT)
+        saver.restore(sess, zoo.default_checkpoint("mobilenet_v1"))
         expected = sess.run(direct)[0]
     np.testing.assert_allclose(out["guided_backprop_image"][0], expected, rtol=1e-4,
                                atol=1e-5 * np.abs(expected).max())
 
 
 def test_rank_targets_pick_the_rth_best_class(graph, chelsea):
-    out = graph.run(np.concatenate([chelsea] * 3), [-1, -2, -3])
+    out = graph.run(np.concatenate([chelsea] * 3), [Target.best(1), Target.best(2), Target.best(3)])
     order = np.argsort(-out["logits"][0])[:3]
     assert list(out["label"]) == list(order)
 
 
 def test_bad_labels_are_refused(graph, chelsea):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="class 1001 is out of range"):
         graph.run(chelsea, [1001])
+    with pytest.raises(ValueError, match="at least 0"):
+        graph.run(chelsea, [-1])
     with pytest.raises(ValueError):
         graph.run(chelsea, [1, 2])
 
@@ -171,3 +176,21 @@ def test_finite_difference_of_plain_gradient_on_small_net():
             numeric = (sess.run(score, {x: plus}) - sess.run(score, {x: minus})) / (2 * eps)
             assert analytic[idx] == pytest.approx(numeric, rel=1e-4, abs=1e-7), idx
         assert np.abs(analytic).max() > 0
+
+
+def test_cam_at_an_earlier_layer_uses_the_plain_gradient(shared_graphs, chelsea):
+    # Conv2d_11_pointwise (14x14) has guided ReLU6s above it: its Grad-CAM weights must come
+    # from the unguided gradient while the input still gets the guided one.
+    layer = "Conv2d_11_pointwise"
+    guided = mobilenet_graph(layer=layer)
+    plain = mobilenet_graph(layer=layer, guided_relu6="plain")
+    assert guided.plain_layer_pass and not mobilenet_graph().plain_layer_pass
+    g = guided.run(chelsea, [TABBY_CAT])
+    p = plain.run(chelsea, [TABBY_CAT])
+    assert g["conv_activations"].shape == (1, 14, 14, 512)
+    np.testing.assert_allclose(g["conv_gradient"], p["conv_gradient"], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(gc.compute_cam(g["conv_activations"][0], g["conv_gradient"][0]),
+                               gc.compute_cam(p["conv_activations"][0], p["conv_gradient"][0]), rtol=1e-4, atol=1e-6)
+    # the input gradient is still the guided one, equal to the default layer's graph
+    np.testing.assert_allclose(g["guided_backprop"], mobilenet_graph().run(chelsea, [TABBY_CAT])["guided_backprop"],
+                               rtol=1e-5, atol=1e-8)

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import gallery
-import image_io
+from ggcam import gallery
+from ggcam import image_io
 import inference
-import results as results_mod
-import targets
+from ggcam import cli
+from ggcam import results as results_mod
+from ggcam import targets
 from conftest import ROOT
-from explanation import OUTPUT_FILES, file_record, is_complete
+from ggcam.explanation import OUTPUT_FILES, file_record, is_complete
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")
@@ -34,7 +35,8 @@ def jsonl(folder):
 # ----------------------------------------------------------------------------- captions
 
 @pytest.mark.parametrize("target, expected", [
-    (-1, "Predicted: tabby"), (-2, "Rank 2: tabby"), (-5, "Rank 5: tabby"), (282, "Target: tabby"),
+    (targets.Target.best(), "Predicted: tabby"), (targets.Target.best(2), "Rank 2: tabby"),
+    (targets.Target.best(5), "Rank 5: tabby"), (targets.Target.of(282), "Target: tabby"),
     ("top:1", "Predicted: tabby"), ("top:3", "Rank 3: tabby"), ("label:282", "Target: tabby"),
 ])
 def test_caption_says_predicted_only_for_the_top_class(target, expected):
@@ -57,9 +59,9 @@ def test_labels_file_and_list_with_a_byte_order_mark(tmp_path):
     shutil.copy(CHELSEA, str(tmp_path / "cat.png"))
     (tmp_path / "labels.csv").write_bytes("\ufeffpath,label\ncat.png,282\n".encode("utf-8"))
     names = ["class %d" % i for i in range(1001)]
-    assert inference.read_labels_file(str(tmp_path / "labels.csv"), names) == [(str(tmp_path / "cat.png"), [282])]
+    assert cli.read_labels_file(str(tmp_path / "labels.csv"), names) == [(str(tmp_path / "cat.png"), [targets.Target.of(282)])]
     (tmp_path / "list.txt").write_bytes("\ufeffcat.png\n".encode("utf-8"))
-    paths, _ = inference.expand_images(["@%s" % (tmp_path / "list.txt")])
+    paths, _ = cli.expand_images(["@%s" % (tmp_path / "list.txt")])
     assert paths == [str(tmp_path / "cat.png")] and os.path.isfile(paths[0])
 
 
@@ -67,25 +69,25 @@ def test_the_same_file_named_twice_is_explained_once(tmp_path, capsys):
     shutil.copy(CHELSEA, str(tmp_path / "cat.png"))
     os.symlink("cat.png", str(tmp_path / "link.png"))
     a = str(tmp_path / "cat.png")
-    paths, single = inference.expand_images([a, a, str(tmp_path / "." / "cat.png"), str(tmp_path / "link.png")])
+    paths, single = cli.expand_images([a, a, str(tmp_path / "." / "cat.png"), str(tmp_path / "link.png")])
     assert paths == [a] and single
     assert "3 path(s) named a file already listed" in capsys.readouterr().err
     # a folder and a ** glob over a symlink loop
     (tmp_path / "sub").mkdir()
     os.symlink("..", str(tmp_path / "sub" / "loop"))
-    paths, single = inference.expand_images([str(tmp_path / "**" / "*.png")])
+    paths, single = cli.expand_images([str(tmp_path / "**" / "*.png")])
     assert sorted(map(os.path.realpath, paths)) == [os.path.realpath(a)] and not single
     # CSV rows naming one file by two paths are one image with both classes
     (tmp_path / "labels.csv").write_text("cat.png,282\nlink.png,286\n")
-    jobs = inference.read_labels_file(str(tmp_path / "labels.csv"), ["c%d" % i for i in range(1001)])
-    assert jobs == [(a, [282, 286])]
+    jobs = cli.read_labels_file(str(tmp_path / "labels.csv"), ["c%d" % i for i in range(1001)])
+    assert jobs == [(a, [targets.Target.of(282), targets.Target.of(286)])]
 
 
 def test_self_referencing_symlinks_are_reported(tmp_path, capsys):
     shutil.copy(CHELSEA, str(tmp_path / "cat.png"))
     os.symlink("self.png", str(tmp_path / "self.png"))
     os.symlink("nowhere.png", str(tmp_path / "dangling.png"))
-    paths, _ = inference.expand_images([str(tmp_path)])
+    paths, _ = cli.expand_images([str(tmp_path)])
     assert paths == [str(tmp_path / "cat.png")]
     err = capsys.readouterr().err
     assert "skipped 2 symlink(s) pointing to themselves, into a loop or nowhere" in err
@@ -211,7 +213,7 @@ def test_rerun_asking_for_raw_arrays_redoes_folders_without_them(tmp_path, capsy
 # ----------------------------------------------------------------------------- smaller defects
 
 def test_explain_after_close_is_a_clear_error():
-    import explainer
+    from ggcam import explainer
     graph = object.__new__(explainer.GuidedGradCamGraph)  # no TensorFlow graph needed
     graph.closed = True
     ex = object.__new__(explainer.Explainer)
@@ -222,7 +224,7 @@ def test_explain_after_close_is_a_clear_error():
 
 def test_top_classes_print_as_a_table_with_long_names_cut(capsys):
     long_name = "a very long class name, with synonyms, that goes on and on and on"
-    inference.print_top([(282, long_name, 12.5, 0.91), (1000, "toilet tissue", -3.25, 0.0001)])
+    cli.print_top([(282, long_name, 12.5, 0.91), (1000, "toilet tissue", -3.25, 0.0001)])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["class", "name", "logit", "p"]
     assert lines[1].startswith("  282  a very long class name") and "..." in lines[1]

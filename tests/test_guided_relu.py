@@ -4,10 +4,9 @@ import importlib
 import numpy as np
 import pytest
 
-import guided_relu
-from tf_setup import quiet_tensorflow
+from ggcam import guided_relu
+from ggcam.tf_compat import tf
 
-tf = quiet_tensorflow()
 
 X = np.array([-1.0, 0.5, 3.0, 7.0], np.float32)   # below 0, in range, in range, above 6
 UPSTREAM = np.array([1.0, -1.0, 1.0, 1.0], np.float32)

@@ -1,8 +1,8 @@
-"""metrics.py on synthetic cases with known answers."""
+"""ggcam/metrics.py on synthetic cases with known answers."""
 import numpy as np
 import pytest
 
-import metrics
+from ggcam import metrics
 
 
 def test_rankdata_averages_ties():

@@ -1,11 +1,11 @@
 """nets/mobilenet_v1.py: names, shapes and the real checkpoint."""
 import numpy as np
 
-import weights
+from ggcam import checkpoints
+from ggcam.models import zoo
 from nets import mobilenet_v1 as mnet
-from tf_setup import quiet_tensorflow
+from ggcam.tf_compat import tf
 
-tf = quiet_tensorflow()
 
 END_POINTS = (["Conv2d_0"]
               + ["Conv2d_%d_%s" % (i, kind) for i in range(1, 14) for kind in ("depthwise", "pointwise")]
@@ -32,7 +32,7 @@ def test_depth_multiplier_min_depth_and_squeeze():
 
 
 def test_real_checkpoint_restores_with_no_missing_and_no_unused_variables():
-    in_checkpoint = dict(tf.train.list_variables(weights.DEFAULT_CHECKPOINT))
+    in_checkpoint = dict(tf.train.list_variables(zoo.default_checkpoint("mobilenet_v1")))
     with tf.Graph().as_default():
         logits, _ = mnet.build(mnet.input_placeholder())
         model = {v.op.name: v.shape.as_list() for v in tf.global_variables()}
@@ -42,6 +42,6 @@ def test_real_checkpoint_restores_with_no_missing_and_no_unused_variables():
             assert list(in_checkpoint[name]) == shape, name
         saver = tf.train.Saver()
         with tf.Session() as sess:
-            saver.restore(sess, weights.DEFAULT_CHECKPOINT)
-            out = sess.run(logits, {"input:0": weights.probe_input()})
+            saver.restore(sess, zoo.default_checkpoint("mobilenet_v1"))
+            out = sess.run(logits, {"input:0": checkpoints.probe_input()})
     assert np.all(np.isfinite(out)) and out.std() > 0.1

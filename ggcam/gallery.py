@@ -4,13 +4,13 @@ import os
 from typing import Dict, List
 from urllib.parse import quote
 
-from explanation import INPUT_FILE
-from image_io import atomic_write_text
-import targets
+import gradcam as gc
+from ggcam.explanation import INPUT_FILE, PICTURES
+from ggcam.image_io import atomic_write_text
+from ggcam import targets
 
 INDEX_FILE = "index.html"
-COLUMNS = [(INPUT_FILE, "Input"), ("gradcam.png", "Grad-CAM"), ("guided_backprop.png", "Guided Backprop"),
-           ("guided_gradcam.png", "Guided Grad-CAM"), ("overlay.png", "Overlay")]
+COLUMNS = [(INPUT_FILE, "Input")] + [(name + ".png", gc.TITLES[name]) for name in PICTURES[:4]]
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }

@@ -23,7 +23,7 @@ def rankdata(values: np.ndarray) -> np.ndarray:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two maps' absolute values (``importance``), in [-1, 1].
+    """Spearman rank correlation of two maps' absolute values (``importance``), between -1 and 1.
 
     A constant map has no ranking: two constant maps score 1, one constant map scores 0.
     """

@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image
 
 import gradcam as gc
-import image_io
-import targets
+from ggcam import image_io
+from ggcam import targets
+from ggcam.targets import Target
 
 PICTURES = ("gradcam", "guided_backprop", "guided_gradcam", "overlay", "panel")
 INPUT_FILE = "input.jpg"
@@ -21,29 +22,33 @@ OUTPUT_FILES = tuple([INPUT_FILE] + [name + ".png" for name in PICTURES])
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities [K] from logits [K]."""
-    z = np.exp(logits - logits.max())
-    return z / z.sum()
+    """Probabilities from logits along the last axis: [K] -> [K], [N, K] -> [N, K]."""
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
 
 
 class Explanation:
     """Guided Grad-CAM of one photo for one class.
 
-    Arrays (float32 unless noted), named as in raw.npz: ``logits`` [1001], ``label`` (int,
-    the explained class), ``conv_activations`` and ``conv_gradient`` [7, 7, 1024],
-    ``guided_backprop`` [224, 224, 3] (w.r.t. the model input), ``cam`` [7, 7]; plus
-    ``photo`` (uint8 RGB [H, W, 3], as fed) and ``guided_backprop_image`` [H, W, 3]
-    (w.r.t. the photo in [0, 1]). ``requested`` is the label code asked for: a class index,
-    or -r for the r-th best class.
+    Arrays (float32 unless noted), named as in raw.npz: ``logits`` [K] (K classes),
+    ``label`` (int, the explained class), ``conv_activations`` and ``conv_gradient``
+    [h, w, C] (the Grad-CAM layer's feature maps and the unguided gradient of the class logit
+    w.r.t. them), ``guided_backprop`` [H_in, W_in, 3] (guided gradient w.r.t. the model-sized
+    RGB image in [0, 1]), ``cam`` [h, w]; plus ``photo`` (uint8 RGB [H, W, 3], as fed) and
+    ``guided_backprop_image`` [H, W, 3] (w.r.t. the photo in [0, 1]). ``requested`` is the
+    Target asked for; ``model`` and ``layer`` name what was explained.
     """
 
     def __init__(self, photo: np.ndarray, names: List[str], logits: np.ndarray, label: int,
                  conv_activations: np.ndarray, conv_gradient: np.ndarray,
                  guided_backprop: np.ndarray, guided_backprop_image: np.ndarray,
-                 requested: int = -1, source: Optional[str] = None, fusion: str = "paper"):
+                 requested: Optional[Target] = None, source: Optional[str] = None, fusion: str = "paper",
+                 model: str = "", layer: str = ""):
         self.photo, self.names, self.source, self.fusion = photo, names, source, fusion
+        self.model, self.layer = model, layer
         self.logits = np.asarray(logits, np.float32)
-        self.label, self.requested = int(label), int(requested)
+        self.label = int(label)
+        self.requested = requested if requested is not None else Target.best()
         self.conv_activations = np.asarray(conv_activations, np.float32)
         self.conv_gradient = np.asarray(conv_gradient, np.float32)
         self.guided_backprop = np.asarray(guided_backprop, np.float32)
@@ -82,13 +87,15 @@ class Explanation:
             "conv_gradient": self.conv_gradient,
             "guided_backprop": self.guided_backprop,
             "cam": self.cam,
+            "model": np.asarray(self.model),
+            "layer": np.asarray(self.layer),
         }
 
     def _fused(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """gradcam()'s three float pictures, computed once."""
         if self._fusion is None:
             for name, value in self.raw().items():
-                if not np.all(np.isfinite(value)):
+                if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                     raise ValueError("the network produced NaN or infinite values (%s)" % name)
             self._fusion = gc.gradcam(self.conv_activations, self.conv_gradient,
                                       self.guided_backprop_image, fusion=self.fusion)
@@ -108,7 +115,7 @@ class Explanation:
                 pic = gc.overlay(self.photo, cam)
             elif name == "panel":
                 pic = gc.panel([self.photo] + [self.picture(n) for n in PICTURES[:4]],
-                               [self.caption, "Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Overlay"])
+                               [self.caption] + [gc.TITLES[n] for n in PICTURES[:4]])
             else:
                 raise KeyError("no picture named %r (one of %s)" % (name, ", ".join(PICTURES)))
             self._pictures[name] = pic

@@ -1,21 +1,6 @@
-"""ImageNet class names in the 1001-class slim numbering (0 = background)."""
-import os
+"""Matching a class given by index or name against a model's class names."""
 import re
 from typing import List
-
-LABELS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "labels.txt")
-NUM_CLASSES = 1001
-
-
-def load_labels(path: str = LABELS_FILE) -> List[str]:
-    """1001 class names; index i is the model's output i (tabby cat is 282)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError("%s is missing; make it with: make labels.txt" % path)
-    with open(path, encoding="utf-8") as f:
-        names = [line.rstrip("\n") for line in f]
-    if len(names) != NUM_CLASSES or names[0] != "background":
-        raise ValueError("%s must have %d lines starting with 'background'" % (path, NUM_CLASSES))
-    return names
 
 
 class LabelError(ValueError):
@@ -27,7 +12,7 @@ def synonyms(name: str) -> List[str]:
 
 
 def resolve(label, names: List[str]) -> int:
-    """A class index (int or digits) or a class name -> index in 0..1000.
+    """A class index (int or digits) or a class name -> index in 0..len(names) - 1.
 
     A name matches a class when it equals one of the class's comma-separated synonyms
     (case-insensitive); failing that, when it appears as whole words in exactly one class's name.
@@ -50,7 +35,7 @@ def resolve(label, names: List[str]) -> int:
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise LabelError("no class named %r (see labels.txt)" % label)
+        raise LabelError("no class named %r" % label)
     listed = "; ".join("%d %s" % (i, names[i]) for i in candidates[:8])
     more = " ..." if len(candidates) > 8 else ""
     raise LabelError("%r matches %d classes: %s%s" % (label, len(candidates), listed, more))

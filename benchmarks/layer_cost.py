@@ -1,0 +1,55 @@
+"""What --layer costs: the network pass with the Grad-CAM layer at different depths.
+
+    .venv/bin/python benchmarks/layer_cost.py [--model mobilenet_v1] [--layers A,B] [--batch 8] [--repeats 5]
+
+For a layer with rectifiers above it, Grad-CAM's weights need the unguided gradient there, so
+the graph adds a second, plain backward pass from the logits down to that layer (see
+ggcam/graph.py). Prints, per layer, the best time of a forward + backward run over random
+images, and the ratio to the default layer's.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ggcam.graph import GuidedGradCamGraph  # noqa: E402
+from ggcam.models import make_model  # noqa: E402
+
+
+def best_time(graph: GuidedGradCamGraph, images: np.ndarray, repeats: int) -> float:
+    graph.run(images, photo_gradient=False)  # warm-up: allocation and autotuning
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        graph.run(images, photo_gradient=False)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="mobilenet_v1")
+    parser.add_argument("--layers", default="Conv2d_11_pointwise,Conv2d_7_pointwise,Conv2d_3_pointwise")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    rows, base = [], None
+    for layer in [None] + args.layers.split(","):
+        with GuidedGradCamGraph(make_model(model=args.model), layer) as graph:
+            images = np.random.RandomState(0).uniform(
+                0, 1, (args.batch,) + tuple(graph.input_size) + (3,)).astype(np.float32)
+            seconds = best_time(graph, images, args.repeats)
+            base = base or seconds
+            rows.append({"model": args.model, "layer": graph.layer_name, "plain_layer_pass": graph.plain_layer_pass,
+                         "batch": args.batch, "ms_per_image": 1000 * seconds / args.batch,
+                         "vs_default_layer": seconds / base})
+            print(json.dumps(rows[-1]), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""What the command lines share: one-line errors, model flags, image lists, class tables.
+
+No TensorFlow here: ``--help`` and usage errors never load it.
+"""
+import argparse
+import csv
+import glob
+import hashlib
+import os
+import sys
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from ggcam import labels as labels_mod
+from ggcam.models import zoo
+from ggcam.targets import Target
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                    ".ppm", ".pgm", ".pbm", ".pnm")
+GLOB_CHARS = "*?["
+
+
+class UsageError(Exception):
+    """Bad command-line input; exits with status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit status 2 via ``run_cli``)."""
+
+    def error(self, message: str) -> None:
+        raise UsageError("%s (see --help)" % message)
+
+
+# ----------------------------------------------------------------------------- model flags
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The flags naming a model and its Grad-CAM layer, shared by the command lines."""
+    g = p.add_argument_group("model (one of --model, --graph, --saved_model, --keras, --meta_graph)")
+    g.add_argument("--model", choices=list(zoo.ZOO), default=None,
+                   help="a TF-slim zoo network (default: %s)" % zoo.DEFAULT_MODEL)
+    g.add_argument("--checkpoint", default=None,
+                   help="checkpoint prefix for --model (default: checkpoints/<the official name>) "
+                        "or --meta_graph")
+    g.add_argument("--graph", default=None, help="a frozen GraphDef (.pb, binary or text)")
+    g.add_argument("--saved_model", default=None, help="a TF1 SavedModel folder")
+    g.add_argument("--signature", default="serving_default",
+                   help="--saved_model's signature (default: %(default)s)")
+    g.add_argument("--keras", default=None, help="a Keras HDF5 model file (.h5)")
+    g.add_argument("--meta_graph", default=None, help="a MetaGraph (.meta) written by tf.train.Saver, "
+                                                      "with --checkpoint")
+    g.add_argument("--input_tensor", default=None,
+                   help="model files: the image input tensor (default: the single float image placeholder)")
+    g.add_argument("--logits_tensor", default=None,
+                   help="model files: the logits tensor (default: the model's output, or the input of "
+                        "its Softmax/Sigmoid)")
+    g.add_argument("--input_range", default=None,
+                   help="model files: LO,HI the [0, 1] image is scaled to, e.g. -1,1 or 0,255 (default: -1,1)")
+    g.add_argument("--labels", default=None,
+                   help="a file of class names, one per line (model files; default: classes by index)")
+    g.add_argument("--trust_model", action="store_true",
+                   help="run a model file even if it reads or writes files, reaches the network or runs "
+                        "Python (Lambda layers, py_func, ...)")
+    g.add_argument("--layer", default=None,
+                   help="the Grad-CAM layer: an end-point name (Conv2d_11_pointwise, resnet_v1_50/block4), "
+                        "an op or tensor name, or a Keras layer name (default: the model's last feature map)")
+    g.add_argument("--list_layers", action="store_true",
+                   help="print the model's candidate layers with their shapes and exit")
+
+
+def parse_range(text: str) -> Tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError("--input_range must be LO,HI (e.g. -1,1 or 0,255), got %r" % text)
+    if not lo < hi:
+        raise UsageError("--input_range: LO must be below HI, got %r" % text)
+    return lo, hi
+
+
+def model_kwargs(args: argparse.Namespace) -> Dict:
+    """``make_model`` arguments from the model flags (checked, no TensorFlow)."""
+    kwargs = {k: getattr(args, k) for k in ("model", "checkpoint", "graph", "saved_model", "keras",
+                                            "meta_graph", "input_tensor", "logits_tensor", "labels")}
+    kwargs.update(signature=args.signature, trust_model=args.trust_model,
+                  input_range=parse_range(args.input_range) if args.input_range else None)
+    given = [k for k in ("model", "graph", "saved_model", "keras", "meta_graph") if kwargs[k]]
+    if len(given) > 1:
+        raise UsageError("give one model: %s" % ", ".join("--" + k for k in given))
+    kind = given[0] if given else "model"
+    if kind == "model":
+        for flag in ("input_tensor", "logits_tensor", "input_range"):
+            if kwargs[flag] is not None:
+                raise UsageError("--%s is for model files (--graph, --saved_model, --keras, --meta_graph)" % flag)
+    elif kwargs["checkpoint"] and kind != "meta_graph":
+        raise UsageError("--checkpoint goes with --model or --meta_graph, not --%s" % kind)
+    if kind == "meta_graph" and not kwargs["checkpoint"]:
+        raise UsageError("--meta_graph needs --checkpoint=PREFIX (the weights)")
+    for flag in ("graph", "saved_model", "keras", "meta_graph", "labels"):
+        if kwargs[flag] and not os.path.exists(kwargs[flag]):
+            raise UsageError("--%s %s: no such file or folder" % (flag, kwargs[flag]))
+    return kwargs
+
+
+def class_names(args: argparse.Namespace) -> Optional[List[str]]:
+    """The names targets may be given by, known without loading the model: the zoo's ImageNet
+    names, or --labels; None when the classes are only known by index."""
+    from ggcam.models import read_class_names
+    if args.labels:
+        try:
+            return read_class_names(args.labels)
+        except ValueError as exc:
+            raise UsageError("--labels: %s" % exc)
+    if any(getattr(args, k) for k in ("graph", "saved_model", "keras", "meta_graph")):
+        return None
+    from ggcam.models.imagenet import imagenet_names
+    try:
+        return imagenet_names(zoo.entry(args.model or zoo.DEFAULT_MODEL).num_classes)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(str(exc))
+
+
+def resolve_target(label: str, names: Optional[List[str]]) -> Target:
+    """--label's value (an index, or a name when names are known) -> Target."""
+    if names is None:
+        if not label.strip().isdigit():
+            raise labels_mod.LabelError("this model's classes have no names: give an index, or --labels=FILE")
+        return Target.of(int(label))
+    return Target.of(labels_mod.resolve(label, names))
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def _read_list(path: str) -> List[str]:
+    try:
+        # utf-8-sig: a byte-order mark (as some editors write) must not become part of a path
+        with open(path, encoding="utf-8-sig") as f:
+            lines = [l.strip() for l in f]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError("cannot read %s: %s" % (path, getattr(exc, "strerror", None) or exc))
+    base = os.path.dirname(path)
+    return [os.path.join(base, l) for l in lines if l and not l.startswith("#")]
+
+
+def _dangling(path: str) -> bool:
+    """A symlink that points to itself, into a loop or nowhere."""
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def _note(message: str) -> None:
+    print("note: %s" % message, file=sys.stderr)
+
+
+def unique_paths(paths: Sequence[str]) -> Tuple[List[str], int]:
+    """``paths`` without repeats of the same file (compared by real path, so a file reached
+    through a symlink or a ``**`` glob over a symlink loop counts once), first-seen order;
+    and how many were dropped."""
+    seen, kept = set(), []
+    for p in paths:
+        real = os.path.realpath(p)
+        if real not in seen:
+            seen.add(real)
+            kept.append(p)
+    return kept, len(paths) - len(kept)
+
+
+def expand_images(specs: Sequence[str]) -> Tuple[List[str], bool]:
+    """Paths named by --image values, each file once, and whether they name exactly one plain file."""
+    paths, dangling = [], []
+    for spec in specs:
+        if spec.startswith("@"):
+            paths.extend(_read_list(spec[1:]))
+        elif os.path.isdir(spec):
+            skipped = 0
+            for name in sorted(os.listdir(spec)):
+                full = os.path.join(spec, name)
+                if _dangling(full):
+                    dangling.append(full)
+                elif not os.path.isfile(full):
+                    continue
+                elif name.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(full)
+                else:
+                    skipped += 1
+            if skipped:
+                _note("skipped %d file(s) in %s without an image extension" % (skipped, spec))
+        elif any(c in spec for c in GLOB_CHARS) and not os.path.lexists(spec):
+            matches = sorted(glob.glob(spec, recursive=True))
+            dangling.extend(p for p in matches if _dangling(p))
+            found = [p for p in matches if os.path.isfile(p)]
+            if not found:
+                raise UsageError("no files match %s" % spec)
+            paths.extend(found)
+        else:
+            paths.append(spec)
+    if dangling:
+        _note("skipped %d symlink(s) pointing to themselves, into a loop or nowhere: %s"
+              % (len(dangling), ", ".join(dangling[:3]) + (" ..." if len(dangling) > 3 else "")))
+    paths, repeated = unique_paths(paths)
+    if repeated:
+        _note("%d path(s) named a file already listed; each file is explained once" % repeated)
+    if not paths:
+        raise UsageError("no images found in %s" % ", ".join(specs))
+    plain = all(not s.startswith("@") and not os.path.isdir(s)
+                and not (any(c in s for c in GLOB_CHARS) and not os.path.lexists(s)) for s in specs)
+    return paths, plain and len(paths) == 1
+
+
+def read_labels_file(path: str, names: Optional[List[str]]) -> List[Tuple[str, List[Target]]]:
+    """(image path, [Targets]) from a 'path,label' CSV, in first-seen order; a file
+    named twice (even by different paths) is one image with the classes of both rows."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError("cannot read %s: %s" % (path, getattr(exc, "strerror", None) or exc))
+    base, jobs, order = os.path.dirname(path), {}, []
+    for n, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip() or row[0].startswith("#"):
+            continue
+        if n == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+            continue
+        if len(row) != 2:
+            raise UsageError("%s line %d: expected 'path,label', got %d fields" % (path, n, len(row)))
+        try:
+            label = resolve_target(row[1], names)
+        except labels_mod.LabelError as exc:
+            raise UsageError("%s line %d: %s" % (path, n, exc))
+        image = os.path.join(base, row[0].strip())
+        real = os.path.realpath(image)
+        if real not in jobs:
+            jobs[real] = (image, [])
+            order.append(real)
+        if label not in jobs[real][1]:
+            jobs[real][1].append(label)
+    if not order:
+        raise UsageError("%s lists no images" % path)
+    return [jobs[r] for r in order]
+
+
+def folder_names(paths: Sequence[str]) -> Dict[str, str]:
+    """A folder-name stem per path: the file name, made unique with a hash where needed."""
+    stems = {p: os.path.splitext(os.path.basename(p))[0] or "image" for p in paths}
+    counts = {}
+    for p in set(paths):
+        counts[stems[p]] = counts.get(stems[p], 0) + 1
+    return {p: s if counts[s] == 1 else "%s-%s" % (s, short_hash(p)) for p, s in stems.items()}
+
+
+def short_hash(path: str) -> str:
+    return hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
+
+
+# ----------------------------------------------------------------------------- output
+
+def print_top(top: Sequence[Tuple[int, str, float, float]]) -> None:
+    """The best classes as a table: index, name (shortened to fit), logit, probability."""
+    if not top:
+        return
+    width = 40
+    print("%5s  %-*s %9s %8s" % ("class", width, "name", "logit", "p"))
+    for index, name, logit, prob in top:
+        if len(name) > width:
+            name = name[:width - 3] + "..."
+        print("%5d  %-*s %9.3f %8.4f" % (index, width, name, logit, prob))
+
+
+def show(path: str) -> None:
+    """Open a picture or page in the system's viewer, or say why it cannot be shown."""
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    opened = False
+    if not headless:
+        if path.endswith(".html"):
+            import webbrowser
+            opened = webbrowser.open("file://" + os.path.abspath(path))
+        else:
+            from PIL import Image, ImageShow
+            opened = bool(ImageShow.show(Image.open(path), title=os.path.basename(path)))
+    if not opened:
+        print("warning: --show: no display or viewer available; see %s" % path, file=sys.stderr)
+
+
+def run_cli(run_fn: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+            argv: Optional[List[str]] = None) -> int:
+    """Parse ``argv`` and call ``run_fn``; every failure becomes one line on stderr and an
+    exit status: 2 for usage errors, 130 when interrupted, 1 otherwise."""
+    try:
+        return run_fn(parser.parse_args(argv))
+    except UsageError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every other failure is reported in one line, no traceback
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print("error: %s" % message, file=sys.stderr)
+        return EXIT_RUNTIME
+
+

@@ -1,0 +1,497 @@
+"""Can these explanations be trusted? Sanity checks and faithfulness scores, measured.
+
+a. Model randomisation (Adebayo et al., NeurIPS 2018), cascading from the logits down to the
+   first layer and one layer at a time, over the layers ``Model.randomization_layers()``
+   names: the layer's weights (and biases) are replaced in the existing graph by Gaussian
+   draws with the trained tensor's standard deviation, the maps are recomputed and compared
+   with the originals (Spearman rank correlation of absolute values, SSIM). The trained
+   weights are restored afterwards. A frozen graph's weights are constants: the check does
+   not apply there.
+b. Class sensitivity: the same comparison between the maps for the best class and for a
+   low-ranked class.
+c. Deletion and insertion (Petsiuk et al., BMVC 2018): pixels of the model-sized input are
+   removed (set to grey) or inserted (into a blurred copy) in order of a map's importance; the
+   area under the target-class probability curve is reported for Grad-CAM, guided backprop,
+   Guided Grad-CAM, the plain gradient and a random map.
+d. Pointing game (Zhang et al., 2016) with boxes: a hit when the map's maximum lies within
+   15 px of a box of the class.
+
+``evaluate`` runs them and writes CSV files, report.md (Markdown tables), randomization.png
+(similarity against randomised depth) and randomization_strip.png (the maps as layers are
+randomised). Importing this module loads no TensorFlow; ``evaluate`` does.
+"""
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+import gradcam as gc
+from ggcam import cli, image_io, metrics
+from ggcam.explanation import softmax
+from ggcam.targets import Target
+
+CHECKS = ("randomization", "class", "deletion")
+MAP_METHODS = ("gradcam", "guided_backprop", "guided_gradcam")
+BASELINE_METHODS = ("gradient", "random")
+TITLES = dict(gc.TITLES, gradient="Gradient", random="Random")
+STRIP_COLUMNS = 6     # layers shown in randomization_strip.png, evenly spaced, first and last included
+BLUR_SIGMA = 5.0      # insertion baseline, as in Petsiuk et al.
+GREY = 0.5            # deletion baseline: mid-grey in the [0, 1] image the model is fed
+DEFAULT_LOW_RANK = 500
+
+
+# ----------------------------------------------------------------------------- maps
+
+def fused_maps(conv_activations: np.ndarray, conv_gradient: np.ndarray,
+               guided_backprop: np.ndarray) -> Dict[str, np.ndarray]:
+    """The three maps at the guided gradient's size, unscaled: gradcam [H, W] (the Grad-CAM
+    map of ``gradcam.cam_image``), guided_backprop [H, W, 3], guided_gradcam (``gradcam.fuse``)."""
+    cam = gc.cam_image(gc.compute_cam(conv_activations, conv_gradient),
+                       guided_backprop.shape[0], guided_backprop.shape[1])
+    return {"gradcam": cam, "guided_backprop": guided_backprop, "guided_gradcam": gc.fuse(guided_backprop, cam)}
+
+
+def maps(out: Dict, i: int) -> Dict[str, np.ndarray]:
+    """Maps of image i of a graph run, at the model's input size (see ``fused_maps``)."""
+    return fused_maps(out["conv_activations"][i], out["conv_gradient"][i], out["guided_backprop"][i])
+
+
+def compare(original: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> Dict[str, Tuple[float, float]]:
+    """method -> (Spearman of absolute values, SSIM) between two sets of maps."""
+    return {m: (metrics.spearman(original[m], other[m]), metrics.ssim(original[m], other[m]))
+            for m in MAP_METHODS}
+
+
+# ----------------------------------------------------------------------------- a. randomisation
+
+def not_applicable(model) -> str:
+    """Why weight randomisation does not apply to ``model`` (its weights are constants)."""
+    return "weight randomisation does not apply to %s: its weights are constants (frozen graph)" % model.name
+
+
+def short_names(names: Sequence[str]) -> List[str]:
+    """Layer names without the scope all of them share ("MobilenetV1/Conv2d_0" -> "Conv2d_0")."""
+    parts = [n.split("/") for n in names]
+    common = 0
+    while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return ["/".join(p[common:]) for p in parts]
+
+
+def strip_layers(layers: Sequence[str], count: int = STRIP_COLUMNS) -> List[str]:
+    """About ``count`` evenly spaced layers of the randomisation order, the first (the logits
+    layer) and the last included."""
+    if not layers:
+        return []
+    picks = np.round(np.linspace(0, len(layers) - 1, min(count, len(layers)))).astype(int)
+    return [layers[i] for i in sorted(set(picks.tolist()))]
+
+
+class WeightRandomizer:
+    """Re-initialises layers of a live graph in place (``Variable.load`` feeds the existing
+    initializer ops, so nothing is added to the finalized graph) and restores them.
+
+    ``layers``: the model's ``randomization_layers()`` (layer name -> variables, from the
+    logits down); ``names``: layer name -> its short name (``short_names``). ValueError when
+    the model's weights are constants.
+    """
+
+    def __init__(self, graph, seed: int = 0):
+        layers = graph.model.randomization_layers()
+        if layers is None:
+            raise ValueError(not_applicable(graph.model))
+        self.graph, self.rng = graph, np.random.RandomState(seed)
+        self.layers = layers  # type: OrderedDict
+        self.names = OrderedDict(zip(layers, short_names(list(layers))))
+        self.trained = {v.op.name: graph.session.run(v) for vs in self.layers.values() for v in vs}
+
+    def randomize(self, layer: str) -> None:
+        for v in self.layers[layer]:
+            value = self.trained[v.op.name]
+            v.load(self.rng.normal(0.0, value.std(), value.shape).astype(np.float32), self.graph.session)
+
+    def restore(self, layers: Optional[Sequence[str]] = None) -> None:
+        for layer in layers if layers is not None else list(self.layers):
+            for v in self.layers[layer]:
+                v.load(self.trained[v.op.name], self.graph.session)
+
+
+def randomization(graph, images: np.ndarray, labels: Sequence[int], seed: int = 0
+                  ) -> Tuple[List[Dict], "OrderedDict[str, Dict[str, np.ndarray]]"]:
+    """Rows (mode, depth, layer, image, method, spearman, ssim) for cascading and independent
+    randomisation, and the first image's cascading maps at ``strip_layers`` (after "original").
+
+    Layers are named by their short names. ValueError when the model's weights are constants."""
+    targets = [Target.of(int(label)) for label in labels]
+
+    def run() -> List[Dict[str, np.ndarray]]:
+        out = graph.run(images, targets, photo_gradient=False)
+        return [maps(out, i) for i in range(len(images))]
+
+    randomizer = WeightRandomizer(graph, seed)
+    shown = set(strip_layers(list(randomizer.names.values())))
+    original = run()
+    rows, strip = [], OrderedDict([("original", original[0])])
+    try:
+        for mode in ("cascading", "independent"):
+            for depth, (layer, name) in enumerate(randomizer.names.items(), start=1):
+                randomizer.randomize(layer)
+                current = run()
+                if mode == "independent":
+                    randomizer.restore([layer])
+                elif name in shown:
+                    strip[name] = current[0]
+                for i, (before, after) in enumerate(zip(original, current)):
+                    for method, (rho, s) in compare(before, after).items():
+                        rows.append({"mode": mode, "depth": depth, "layer": name, "image": i,
+                                     "method": method, "spearman": rho, "ssim": s})
+            randomizer.restore()
+    finally:
+        randomizer.restore()
+    return rows, strip
+
+
+# ----------------------------------------------------------------------------- b. class sensitivity
+
+def low_rank_for(num_classes: int, low_rank: Optional[int] = None) -> int:
+    """The class rank compared with the best class: ``low_rank``, or by default the 500th
+    (the last when the model has fewer classes)."""
+    return low_rank if low_rank is not None else min(DEFAULT_LOW_RANK, num_classes)
+
+
+def class_sensitivity(graph, images: np.ndarray, low_rank: int) -> List[Dict]:
+    """Rows comparing each image's maps for its best class and its low_rank-th best class."""
+    n = len(images)
+    out = graph.run(np.concatenate([images, images]), [Target.best(1)] * n + [Target.best(low_rank)] * n,
+                    photo_gradient=False)
+    rows = []
+    for i in range(n):
+        for method, (rho, s) in compare(maps(out, i), maps(out, n + i)).items():
+            rows.append({"image": i, "top1": int(out["label"][i]), "other": int(out["label"][n + i]),
+                         "method": method, "spearman": rho, "ssim": s})
+    return rows
+
+
+# ----------------------------------------------------------------------------- c. deletion / insertion
+
+def faithfulness(graph, plain_graph, images: np.ndarray, out: Dict, steps: int, seed: int = 0) -> List[Dict]:
+    """Deletion / insertion AUCs per image and method, for each image's best class.
+
+    images: model-sized [N, h, w, 3] in [0, 1]; out: ``graph.run(images, None,
+    photo_gradient=False)`` of the trained model."""
+    labels = [int(label) for label in out["label"]]
+    plain = plain_graph.run(images, [Target.of(label) for label in labels], photo_gradient=False)
+    rng = np.random.RandomState(seed)
+    rows = []
+    for i, image in enumerate(images):
+        target = labels[i]
+        candidates = maps(out, i)
+        candidates["gradient"] = plain["guided_backprop"][i]
+        candidates["random"] = rng.random_sample(image.shape[:2])
+        blurred = cv2.GaussianBlur(image, (0, 0), BLUR_SIGMA)
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            return softmax(graph.logits(batch).astype(np.float64))[:, target]
+
+        for method in MAP_METHODS + BASELINE_METHODS:
+            scores = metrics.deletion_insertion(image, candidates[method], predict, blurred, GREY, steps)
+            rows.append({"image": i, "target": target, "method": method,
+                         "deletion_auc": scores["deletion_auc"], "insertion_auc": scores["insertion_auc"]})
+    return rows
+
+
+# ----------------------------------------------------------------------------- d. pointing game
+
+def read_boxes(path: str, names: Optional[List[str]]) -> Dict[str, Dict[int, List[List[float]]]]:
+    """{image: {class index: [[x0, y0, x1, y1], ...]}} from JSON with class indices, or names
+    when ``names`` are known. UsageError when the file is unreadable or malformed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        boxes = {}
+        for image, classes in raw.items():
+            boxes[image] = {}
+            for label, entries in classes.items():
+                entries = [[float(v) for v in box] for box in entries]
+                if any(len(b) != 4 or b[2] < b[0] or b[3] < b[1] for b in entries):
+                    raise ValueError("%s / %s: each box must be [x0, y0, x1, y1]" % (image, label))
+                boxes[image][cli.resolve_target(str(label), names).index] = entries
+        return boxes
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise cli.UsageError("--boxes %s: %s" % (path, exc))
+
+
+def pointing_game(graph, plain_graph, photos: Dict[str, np.ndarray], boxes: Dict, seed: int = 0) -> List[Dict]:
+    """One row per image, class and method: whether the map's peak hits a box (15 px).
+
+    photos: image key -> RGB uint8 photo; the maps are at the photo's size."""
+    rng = np.random.RandomState(seed)
+    rows = []
+    for key, classes in boxes.items():
+        photo = photos[key].astype(np.float32) / 255.0
+        for label, class_boxes in classes.items():
+            out = graph.run([photo], [Target.of(label)])
+            plain = plain_graph.run([photo], [Target.of(label)])
+            gbp = out["guided_backprop_image"][0]
+            candidates = fused_maps(out["conv_activations"][0], out["conv_gradient"][0], gbp)
+            candidates["gradient"] = plain["guided_backprop_image"][0]
+            candidates["random"] = rng.random_sample(gbp.shape[:2])
+            for method in MAP_METHODS + BASELINE_METHODS:
+                x, y = metrics.peak(candidates[method])
+                rows.append({"image": key, "label": label, "method": method, "peak_x": x, "peak_y": y,
+                             "hit": int(metrics.pointing_hit(candidates[method], class_boxes))})
+    return rows
+
+
+# ----------------------------------------------------------------------------- reports
+
+def write_csv(path: str, rows: List[Dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("%.4f" % v if isinstance(v, float) else v) for k, v in row.items()})
+    image_io.atomic_write_text(path, buffer.getvalue())
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    def cell(v):
+        return "%.3f" % v if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summarize(rows: List[Dict], group: Sequence[str], values: Sequence[str]) -> List[List]:
+    """Mean of ``values`` per distinct combination of ``group`` keys, in first-seen order."""
+    groups = OrderedDict()
+    for row in rows:
+        groups.setdefault(tuple(row[g] for g in group), []).append([row[v] for v in values])
+    return [list(k) + [float(np.mean(np.asarray(v)[:, j])) for j in range(len(values))]
+            for k, v in groups.items()]
+
+
+def randomization_table(rows: List[Dict], mode: str) -> str:
+    header = ["depth", "randomised"] + ["%s %s" % (TITLES[m], s) for m in MAP_METHODS for s in ("rho", "SSIM")]
+    table = OrderedDict()
+    for depth, layer, method, rho, s in summarize([r for r in rows if r["mode"] == mode],
+                                                  ("depth", "layer", "method"), ("spearman", "ssim")):
+        table.setdefault((depth, layer), {})[method] = (rho, s)
+    body = [[d, l] + [v for m in MAP_METHODS for v in cols[m]] for (d, l), cols in table.items()]
+    return markdown_table(header, body)
+
+
+MAX_TICK_LABELS = 30
+
+
+def plot_randomization(rows: List[Dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    for ax, mode in zip(axes, ("cascading", "independent")):
+        for method, colour in zip(MAP_METHODS, ("tab:red", "tab:blue", "tab:purple")):
+            stats = summarize([r for r in rows if r["mode"] == mode and r["method"] == method],
+                              ("depth", "layer"), ("spearman", "ssim"))
+            depths = [s[0] for s in stats]
+            ax.plot(depths, [s[2] for s in stats], "-o", color=colour, ms=3, label="%s, Spearman" % TITLES[method])
+            ax.plot(depths, [s[3] for s in stats], "--", color=colour, label="%s, SSIM" % TITLES[method])
+            every = -(-len(stats) // MAX_TICK_LABELS)  # at most MAX_TICK_LABELS names
+            ax.set_xticks(depths[::every])
+            ax.set_xticklabels([s[1] for s in stats][::every], rotation=90, fontsize=7)
+        ax.set_title("%s randomisation (logits -> %s)" % (mode, stats[-1][1] if stats else "input"))
+        ax.set_xlabel("randomised layer")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("similarity to the trained model's map")
+    axes[0].set_ylim(-1.02, 1.02)
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    image_io.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _display(method: str, saliency: np.ndarray) -> np.ndarray:
+    if method == "gradcam":
+        return gc.heatmap(gc.normalize_max(saliency))
+    score = metrics.importance(saliency)
+    # |gradient| clipped at its 99th percentile, so a few extreme pixels do not hide the rest
+    return gc.to_uint8(gc.normalize_max(np.minimum(score, np.percentile(score, 99))))
+
+
+def strip_picture(image: np.ndarray, strip: "OrderedDict[str, Dict[str, np.ndarray]]") -> np.ndarray:
+    """Rows per method: the model-sized input, the trained model's map, then the maps after
+    cascading randomisation down to each layer of ``strip`` (from ``randomization``)."""
+    columns = list(strip)
+    rows = []
+    for method in MAP_METHODS:
+        pictures = [image] + [_display(method, strip[col][method]) for col in columns]
+        captions = ["input", "%s: trained" % TITLES[method]] + ["up to %s" % c for c in columns[1:]]
+        rows.append(gc.panel(pictures, captions, height=160))
+    return np.concatenate(rows, axis=0)
+
+
+def report(out_dir: str, paths: List[str], names: List[str], random_rows, cls_rows, di_rows, pg_rows,
+           model: str = "", layer: str = "", notes: Sequence[str] = ()) -> str:
+    """Write report.md (the tables of the checks that ran) into ``out_dir``; returns its text."""
+    parts = ["# Explanation sanity checks and faithfulness", ""]
+    if model:
+        parts += ["Model: `%s`, Grad-CAM layer `%s`" % (model, layer), ""]
+    parts += ["Images: " + ", ".join("%d `%s`" % (i, p) for i, p in enumerate(paths)), ""]
+    for note in notes:
+        parts += [note[0].upper() + note[1:] + ".", ""]
+    if random_rows:
+        parts += ["## a. Model randomisation", "",
+                  "Mean over images of the similarity between each map and the trained model's map "
+                  "(Spearman rank correlation of absolute values, rho; SSIM). 1 = unchanged.", "",
+                  "### Cascading (all layers from the logits down to the named one randomised)", "",
+                  randomization_table(random_rows, "cascading"), "",
+                  "### Independent (only the named layer randomised)", "",
+                  randomization_table(random_rows, "independent"), "",
+                  "![similarity against randomised depth](randomization.png)", "",
+                  "![maps as layers are randomised](randomization_strip.png)", ""]
+    if cls_rows:
+        parts += ["## b. Class sensitivity", "",
+                  "Similarity between the maps for the top-1 class and for a low-ranked class "
+                  "(1 = the map ignores the class).", "",
+                  markdown_table(["image", "top-1", "other class"] + ["%s rho" % TITLES[m] for m in MAP_METHODS]
+                                 + ["%s SSIM" % TITLES[m] for m in MAP_METHODS],
+                                 [[i, names[t][:24], names[o][:24]] +
+                                  [r["spearman"] for r in rows] + [r["ssim"] for r in rows]
+                                  for (i, t, o), rows in _by_image(cls_rows)]), ""]
+    if di_rows:
+        parts += ["## c. Deletion and insertion", "",
+                  "Area under the target-class probability curve as pixels are deleted (to grey; lower "
+                  "is better) or inserted (into a blurred copy; higher is better), mean over images.", "",
+                  markdown_table(["method", "deletion AUC", "insertion AUC"],
+                                 [[TITLES[m], d, ins] for m, d, ins in summarize(di_rows, ("method",),
+                                                                                 ("deletion_auc", "insertion_auc"))]), ""]
+    if pg_rows:
+        parts += ["## d. Pointing game", "", "Share of (image, class) pairs whose map peak lies within 15 px of a box.", "",
+                  markdown_table(["method", "hit rate", "pairs"],
+                                 [[TITLES[m], rate, sum(1 for r in pg_rows if r["method"] == m)]
+                                  for m, rate in summarize(pg_rows, ("method",), ("hit",))]), ""]
+    text = "\n".join(parts)
+    image_io.atomic_write_text(os.path.join(out_dir, "report.md"), text)
+    return text
+
+
+def _by_image(rows: List[Dict]):
+    groups = OrderedDict()
+    for r in rows:
+        groups.setdefault((r["image"], r["top1"], r["other"]), []).append(r)
+    return groups.items()
+
+
+# ----------------------------------------------------------------------------- a whole evaluation
+
+def load_photos(paths: Sequence[str]) -> Tuple["OrderedDict[str, np.ndarray]", List[str]]:
+    """The photos that load (path -> RGB uint8), and the paths that failed (each reported on
+    stderr, as inference.py does: a bad image is left out, the others are evaluated)."""
+    photos, failed = OrderedDict(), []
+    for p in paths:
+        try:
+            photos[p] = image_io.load_image(p)
+        except image_io.ImageError as exc:
+            print("error: %s" % exc, file=sys.stderr)
+            failed.append(p)
+    if not photos:
+        raise image_io.ImageError("no usable image among %d: nothing to evaluate" % len(paths))
+    return photos, failed
+
+
+def box_photos(boxes: Dict, paths: Sequence[str]) -> Dict[str, str]:
+    """Each --boxes image key (a path as given, or a file name) -> its path among ``paths``.
+    UsageError for a key that names none of them."""
+    by_name = {os.path.basename(p): p for p in paths}
+    found = {}
+    for key in boxes:
+        if key not in paths and key not in by_name:
+            raise cli.UsageError("--boxes names %s, which is not among the images" % key)
+        found[key] = key if key in paths else by_name[key]
+    return found
+
+
+def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: Sequence[str] = CHECKS,
+             boxes: Optional[Dict] = None, layer: Optional[str] = None, steps: int = 16,
+             low_rank: Optional[int] = None, seed: int = 0) -> int:
+    """Run ``checks`` (and the pointing game when ``boxes`` are given) on the photos at
+    ``paths`` for the model ``make_model(**model_kwargs)``; write the tables, plots and
+    report.md into ``output_dir`` and print the report. Returns the exit status: 1 when an
+    image could not be read (the others are evaluated), else 0.
+
+    Two graphs of the model are built (each with a model of its own): the guided one and, for
+    the gradient baseline, a plain one. UsageError for a ``low_rank`` or a box class beyond
+    the model's classes (known only once it is loaded)."""
+    boxes = dict(boxes or {})
+    box_paths = box_photos(boxes, paths)
+    photos, failed = load_photos(paths)
+    for key in list(boxes):
+        if box_paths[key] not in photos:
+            print("note: --boxes: %s failed to load; the pointing game leaves it out" % key, file=sys.stderr)
+            del boxes[key]
+    image_io.check_writable(output_dir)
+
+    from ggcam import graph as graph_mod  # TensorFlow loads here
+    from ggcam.models import make_model
+    with contextlib.ExitStack() as stack:
+        graph = stack.enter_context(graph_mod.GuidedGradCamGraph(make_model(**model_kwargs), layer))
+        model = graph.model
+        for note in model.notes:
+            print("note: %s" % note, file=sys.stderr)
+        rank = low_rank_for(model.num_classes, low_rank)
+        if "class" in checks and not 2 <= rank <= model.num_classes:
+            if model.num_classes < 2:
+                raise cli.UsageError("class sensitivity needs 2 classes or more; %s has %d (drop 'class' "
+                                     "from --checks)" % (model.name, model.num_classes))
+            raise cli.UsageError("--low_rank must be in 2..%d (%s has %d classes)"
+                                 % (model.num_classes, model.name, model.num_classes))
+        for key, classes in boxes.items():
+            for label in classes:
+                if label >= model.num_classes:
+                    raise cli.UsageError("--boxes %s: class %d is out of range: %s has classes 0..%d"
+                                         % (key, label, model.name, model.num_classes - 1))
+        plain_graph = None
+        if "deletion" in checks or boxes:
+            plain_graph = stack.enter_context(graph_mod.GuidedGradCamGraph(
+                make_model(**model_kwargs), layer, guided_relu6="plain"))
+        image_io.ensure_writable_dir(output_dir)
+
+        images = np.stack([graph.resize(p.astype(np.float32) / 255.0) for p in photos.values()])
+        trained = graph.run(images, None, photo_gradient=False)
+        notes, random_rows, strip = [], [], {}
+        if "randomization" in checks:
+            if model.randomization_layers() is None:
+                notes.append(not_applicable(model))
+                print(notes[-1])
+            else:
+                random_rows, strip = randomization(graph, images, trained["label"], seed)
+        cls_rows = class_sensitivity(graph, images, rank) if "class" in checks else []
+        di_rows = (faithfulness(graph, plain_graph, images, trained, steps, seed)
+                   if "deletion" in checks else [])
+        pg_rows = (pointing_game(graph, plain_graph, {k: photos[box_paths[k]] for k in boxes}, boxes, seed)
+                   if boxes else [])
+        layer_name = graph.layer_name
+
+    for name, rows in (("randomization", random_rows), ("class_sensitivity", cls_rows),
+                       ("deletion_insertion", di_rows), ("pointing_game", pg_rows)):
+        if rows:
+            write_csv(os.path.join(output_dir, name + ".csv"), rows)
+    if random_rows:
+        plot_randomization(random_rows, os.path.join(output_dir, "randomization.png"))
+        image_io.save_picture(os.path.join(output_dir, "randomization_strip.png"), strip_picture(images[0], strip))
+    print(report(output_dir, list(photos), model.class_names, random_rows, cls_rows, di_rows, pg_rows,
+                 model=model.name, layer=layer_name, notes=notes))
+    if failed:
+        print("%d of %d image(s) could not be read and were left out" % (len(failed), len(failed) + len(photos)),
+              file=sys.stderr)
+    return cli.EXIT_RUNTIME if failed else cli.EXIT_OK

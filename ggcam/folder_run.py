@@ -1,0 +1,157 @@
+"""Folder runs: many images and targets into one output folder, with results and a gallery.
+
+One sub-folder per image and target; results.csv, results.jsonl and index.html list every
+explanation made into the folder by any run (newest wins). One run at a time per folder.
+"""
+import argparse
+import os
+import signal
+import sys
+import time
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Tuple
+
+from ggcam import cli, gallery, image_io, results as results_mod
+from ggcam.explanation import is_complete
+from ggcam.targets import Target
+
+DEFAULT_OUTPUT = "gradcam_output"
+
+
+def _row(path: str, target: Target, folder: str = "", result=None, error: str = "", seconds: float = 0.0,
+         files: Optional[Dict] = None) -> Dict:
+    row = {"path": path, "real_path": os.path.realpath(path), "target": target.key,
+           "status": "failed" if error else "ok", "error": error, "seconds": round(seconds, 4),
+           "folder": folder}
+    if result is not None:
+        row.update(target_index=result.label, target_name=result.name, probability=result.probability,
+                   top5=[{"index": i, "name": n, "probability": p} for i, n, _, p in result.top(5)],
+                   files=files or {})
+    else:
+        row.update(target_index=target.index if target.index is not None else "", target_name="", probability="", top5=[])
+    return row
+
+
+def _row_key(row: Dict) -> Tuple[str, str]:
+    return row.get("real_path") or os.path.realpath(row["path"]), row["target"]
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], make_explainer: Callable) -> int:
+    out_root = args.output_dir or DEFAULT_OUTPUT
+    image_io.check_writable(out_root)
+    image_io.ensure_writable_dir(out_root)
+    with image_io.FolderLock(out_root):
+        return _run_batch_locked(args, jobs, out_root, make_explainer)
+
+
+def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], out_root: str,
+                      make_explainer: Callable) -> int:
+    from tqdm import tqdm
+
+    # Every row of earlier runs into this folder stays listed; this run's rows replace the
+    # rows of the same image and target (newest wins).
+    rows = OrderedDict((_row_key(r), r) for r in results_mod.read(out_root) if r.get("path") and r.get("target"))
+    folder_owner = {r["folder"]: key[0] for key, r in rows.items() if r.get("folder")}
+    job_keys = [(p, [(os.path.realpath(p), c.key) for c in targets]) for p, targets in jobs]
+
+    def finished(key) -> bool:
+        row = rows.get(key)
+        return (not args.overwrite and row is not None and row.get("status") == "ok" and bool(row.get("folder"))
+                and is_complete(os.path.join(out_root, row["folder"]), row.get("files"), args.save_raw))
+
+    todo = [(p, [c for c, k in zip(targets, keys) if not finished(k)])
+            for (p, targets), (_, keys) in zip(jobs, job_keys)]
+    todo = [(p, targets) for p, targets in todo if targets]
+    skipped = len(jobs) - len(todo)
+    stems = cli.folder_names([p for p, _ in jobs])
+
+    def folder_for(path: str, label: int) -> str:
+        folder = "%s_%d" % (stems[path], label)
+        owner = folder_owner.setdefault(folder, os.path.realpath(path))
+        if owner != os.path.realpath(path):  # an earlier run's image of the same file name
+            folder = "%s-%s_%d" % (stems[path], cli.short_hash(path), label)
+            folder_owner[folder] = os.path.realpath(path)
+        return folder
+
+    def write_reports() -> None:
+        listed = list(rows.values())
+        results_mod.write(out_root, listed)
+        gallery.write(out_root, listed)
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    bar = tqdm(total=len(jobs), initial=skipped, unit="img", file=sys.stderr, disable=args.quiet,
+               dynamic_ncols=True)
+    explainer_obj = None
+    finished_now = 0
+    try:
+        for start in range(0, len(todo), args.batch_size):
+            chunk = todo[start:start + args.batch_size]
+            photos, loaded, load_seconds = [], [], {}
+            for path, targets in chunk:
+                t0 = time.perf_counter()
+                try:
+                    photos.append(image_io.load_image(path, args.max_side))
+                    loaded.append((path, targets))
+                except image_io.ImageError as exc:
+                    bar.write("error: %s" % exc, file=sys.stderr)
+                    for c in targets:
+                        row = _row(path, c, error=str(exc), seconds=time.perf_counter() - t0)
+                        rows[_row_key(row)] = row
+                load_seconds[path] = time.perf_counter() - t0
+            if loaded:
+                if explainer_obj is None:
+                    explainer_obj = make_explainer()
+                t0 = time.perf_counter()
+                per_image = explainer_obj.explain_photos(photos, [c for _, c in loaded], [p for p, _ in loaded])
+                share = (time.perf_counter() - t0) / sum(len(c) for _, c in loaded)
+                for (path, targets), results in zip(loaded, per_image):
+                    for target, result in zip(targets, results):
+                        t1 = time.perf_counter()
+                        folder = folder_for(path, result.label)
+                        try:
+                            files = result.save_files(os.path.join(out_root, folder), save_raw=args.save_raw)
+                            seconds = load_seconds[path] / len(targets) + share + time.perf_counter() - t1
+                            row = _row(path, target, folder, result, seconds=seconds, files=files)
+                        except (OSError, ValueError) as exc:
+                            message = "%s: %s" % (path, exc)
+                            bar.write("error: %s" % message, file=sys.stderr)
+                            row = _row(path, target, folder, error=message)
+                        rows[_row_key(row)] = row
+                        finished_now += 1
+            write_reports()
+            bar.update(len(chunk))
+    except KeyboardInterrupt as exc:
+        bar.close()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        write_reports()
+        print("interrupted: results in %s cover %d explanation(s) finished by this run"
+              % (out_root, finished_now), file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
+    except Exception:
+        bar.close()
+        write_reports()  # what finished stays recorded; the error is reported by main()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if explainer_obj is not None:
+            explainer_obj.close()
+    bar.close()
+    write_reports()
+    mine = [rows[k] for _, keys in job_keys for k in keys if k in rows]
+    failed = sum(1 for r in mine if r["status"] != "ok")
+    others = len(rows) - len(mine)
+    print("%d explanation(s) of %d image(s), %d failed, %d image(s) already done%s; see %s"
+          % (len(mine) - failed, len(jobs), failed, skipped,
+             "; %d row(s) of earlier runs kept" % others if others else "",
+             os.path.join(out_root, gallery.INDEX_FILE)))
+    if args.show:
+        cli.show(os.path.join(out_root, gallery.INDEX_FILE))
+    return cli.EXIT_RUNTIME if failed else cli.EXIT_OK

@@ -1,0 +1,168 @@
+"""The TensorFlow side: one graph and session that yield every array Guided Grad-CAM needs.
+
+The graph is built once per model: the model's ops are created with Relu and Relu6 gradients
+overridden by guided ones; photos and targets are fed, so explaining more images or other
+classes never adds ops (the graph is finalized).
+"""
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ggcam import guided_relu
+from ggcam.models.base import Model, ModelError
+from ggcam.models.detect import depends_on
+from ggcam.targets import Target, encode
+from ggcam.tf_compat import tf, tf2
+
+
+def resize_images(photos: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
+    """RGB [N, H, W, 3] in [0, 1] -> [N, size[0], size[1], 3] in [0, 1].
+
+    Bilinear with antialiasing: identical to plain bilinear at the model's size, and when
+    shrinking a larger photo every pixel contributes, so the gradient with respect to the
+    photo is smooth instead of a lattice of sampled points.
+    """
+    return tf2.image.resize(photos, list(size), method="bilinear", antialias=True)
+
+
+class GuidedGradCamGraph:
+    """Owns a graph and session for one model with guided rectifiers.
+
+    ``run(photos, targets)`` explains a batch of photos of any sizes: each is resized to the
+    model's input size in the graph, the batch goes through one forward and one backward
+    pass, and the guided gradient is carried back through each photo's resize (the adjoint
+    of a linear op). Use as a context manager or call ``close()``.
+    """
+
+    def __init__(self, model: Model, layer: Optional[str] = None, guided_relu6: str = "exact",
+                 config: Optional[tf.ConfigProto] = None):
+        model.prepare()
+        self.model = model
+        height, width = model.input_size
+        self.graph = tf.Graph()
+        overrides = guided_relu.override_map(guided_relu6)
+        with self.graph.as_default():
+            with tf.name_scope("ggcam") as ours:
+                # One photo at a time, any size: its model-sized version, and the adjoint of
+                # that resize, which maps a model-sized gradient to a photo-sized one.
+                self.photo = tf.placeholder(tf.float32, [1, None, None, 3], name="photo")
+                self.resized = resize_images(self.photo, (height, width))
+                self.resized_grad = tf.placeholder(tf.float32, [1, height, width, 3], name="resized_grad")
+                (self.photo_grad,) = tf.gradients(self.resized, [self.photo], grad_ys=self.resized_grad,
+                                                  name="photo_gradient")
+                self.images = tf.placeholder(tf.float32, [None, height, width, 3], name="images")
+                self.targets = tf.placeholder(tf.int32, [None], name="targets")
+            with self.graph.gradient_override_map(overrides):
+                logits = model.build(self.images)
+            self.layer_name = layer or model.default_layer
+            conv = model.layer(self.layer_name)
+            with tf.name_scope(ours):  # the same scope again, not "ggcam_1"
+                deepest_rank = tf.maximum(1, tf.reduce_max(-self.targets))
+                _, ranked = tf.nn.top_k(logits, k=deepest_rank)
+                rows = tf.range(tf.shape(self.targets)[0])
+                by_rank = tf.gather_nd(ranked, tf.stack([rows, tf.maximum(-self.targets - 1, 0)], axis=1))
+                label = tf.where(self.targets >= 0, self.targets, by_rank)
+                # Images in a batch are independent (inference-mode batch norm), so the gradient
+                # of the summed target logits gives every image its own gradient in one pass.
+                score = tf.reduce_sum(logits * tf.one_hot(label, model.num_classes))
+                conv_grad, input_grad = tf.gradients(score, [conv, self.images])
+                # Grad-CAM's weights need the unguided gradient at the layer: when guided
+                # rectifiers lie above it (the one that made the layer does not count), a second,
+                # plain backward pass from the logits down to the layer gives it.
+                self.plain_layer_pass = any(guided_relu.is_guided(op) for op in depends_on(logits, conv) - {conv.op})
+                if self.plain_layer_pass:
+                    with guided_relu.plain_gradients():
+                        (conv_grad,) = tf.gradients(score, [conv], name="plain_layer_gradient")
+            if conv_grad is None or input_grad is None:
+                raise ModelError("the logits of %s do not depend on %s" % (
+                    model.name, self.layer_name if conv_grad is None else "the input image"))
+            self.fetches = {"logits": logits, "label": label, "conv_activations": conv,
+                            "conv_gradient": conv_grad, "guided_backprop": input_grad}
+        self.graph.finalize()
+        self.closed = False
+        self.session = tf.Session(graph=self.graph, config=config)
+        try:
+            model.restore(self.session)
+        except Exception:
+            self.session.close()
+            raise
+
+    # --------------------------------------------------------------- running
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this explainer is closed; make a new one (or use it inside its 'with' block)")
+
+    @property
+    def input_size(self):
+        return self.model.input_size
+
+    def resize(self, photo: np.ndarray) -> np.ndarray:
+        """[H, W, 3] in [0, 1] -> the model's input size [h, w, 3] in [0, 1]."""
+        self._check_open()
+        return self.session.run(self.resized, {self.photo: photo[None]})[0]
+
+    def photo_gradient(self, grad: np.ndarray, photo_shape: Sequence[int]) -> np.ndarray:
+        """Gradient w.r.t. the model-sized [0, 1] image [h, w, 3] -> w.r.t. the photo [H, W, 3]."""
+        # The resize is linear: its adjoint needs the photo's shape, not its values.
+        shape = (1, int(photo_shape[0]), int(photo_shape[1]), 3)
+        return self.session.run(self.photo_grad, {self.photo: np.zeros(shape, np.float32),
+                                                  self.resized_grad: grad[None]})[0]
+
+    def _feed_runs(self, fetches, images: np.ndarray, codes: np.ndarray) -> Dict[str, np.ndarray]:
+        """Run ``fetches`` over a batch, in pieces of the model's largest batch."""
+        step = self.model.max_batch or len(images)
+        parts = [self.session.run(fetches, {self.images: images[i:i + step], self.targets: codes[i:i + step]})
+                 for i in range(0, len(images), step)]
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def run(self, photos: Union[np.ndarray, Sequence[np.ndarray]],
+            targets: Optional[Sequence[Union[Target, int]]] = None, photo_gradient: bool = True
+            ) -> Dict[str, Union[np.ndarray, List[np.ndarray]]]:
+        """Explain a batch of photos.
+
+        photos: float [H, W, 3] arrays, RGB in [0, 1], of any sizes (or one [N, H, W, 3] array).
+        targets: one ``Target`` (or class index) per photo; None means the best class for all.
+        Returns logits [N, K], label [N] (the explained classes), conv_activations and
+        conv_gradient [N, h, w, C] (the layer's), guided_backprop [N, H_in, W_in, 3] (w.r.t.
+        the model-sized RGB image in [0, 1]) and, unless photo_gradient is False,
+        guided_backprop_image: a list of N [H, W, 3] arrays, w.r.t. each photo in [0, 1].
+        """
+        self._check_open()
+        photos = [np.asarray(p, dtype=np.float32) for p in photos]
+        for p in photos:
+            if p.ndim != 3 or p.shape[-1] != 3 or p.shape[0] < 1 or p.shape[1] < 1:
+                raise ValueError("each photo must be [H, W, 3], got %s" % (p.shape,))
+        if targets is None:
+            targets = [Target.best()] * len(photos)
+        codes = encode(targets, self.model.num_classes)
+        if len(codes) != len(photos):
+            raise ValueError("got %d targets for %d photos" % (len(codes), len(photos)))
+        size = tuple(self.model.input_size)
+        images = np.stack([p if p.shape[:2] == size else self.resize(p) for p in photos])
+        out = self._feed_runs(self.fetches, images, codes)
+        if photo_gradient:
+            out["guided_backprop_image"] = [
+                g if p.shape[:2] == g.shape[:2] else self.photo_gradient(g, p.shape)
+                for p, g in zip(photos, out["guided_backprop"])]
+        return out
+
+    def logits(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Forward pass only: model-sized images [N, h, w, 3] in [0, 1] -> logits [N, K]."""
+        self._check_open()
+        images = np.asarray(images, dtype=np.float32)
+        step = min(batch_size, self.model.max_batch or batch_size)
+        return np.concatenate([self.session.run(self.fetches["logits"], {self.images: images[i:i + step]})
+                               for i in range(0, len(images), step)])
+
+    def close(self) -> None:
+        self.closed = True
+        self.session.close()
+
+    def __enter__(self) -> "GuidedGradCamGraph":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,62 @@
+"""Model descriptions: one ``Model`` per kind of model file (see ``base.Model``).
+
+``make_model(...)`` picks the kind from the arguments given; importing this package loads no
+TensorFlow (the kinds' modules do, when a model is made).
+"""
+from typing import List, Optional, Tuple
+
+from ggcam.models.zoo import DEFAULT_MODEL, ZOO
+
+KINDS = ("model", "graph", "saved_model", "keras", "meta_graph")
+
+
+def read_class_names(path: str) -> List[str]:
+    """One class name per line (blank lines at the end ignored); a byte-order mark is dropped."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            names = [line.rstrip("\r\n") for line in f]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError("cannot read class names from %s: %s" % (path, getattr(exc, "strerror", None) or exc))
+    while names and not names[-1].strip():
+        names.pop()
+    if not names:
+        raise ValueError("%s lists no class names" % path)
+    return names
+
+
+def make_model(model: Optional[str] = None, checkpoint: Optional[str] = None, graph: Optional[str] = None,
+               saved_model: Optional[str] = None, signature: str = "serving_default",
+               keras: Optional[str] = None, meta_graph: Optional[str] = None,
+               input_tensor: Optional[str] = None, logits_tensor: Optional[str] = None,
+               input_range: Optional[Tuple[float, float]] = None, labels: Optional[str] = None,
+               trust_model: bool = False):
+    """The description of the model named by exactly one of ``model`` (a slim zoo name),
+    ``graph`` (frozen GraphDef), ``saved_model`` (folder), ``keras`` (HDF5 file) or
+    ``meta_graph`` (``.meta`` file, with ``checkpoint``). Default: the zoo's MobileNet V1."""
+    given = [k for k, v in (("model", model), ("graph", graph), ("saved_model", saved_model),
+                            ("keras", keras), ("meta_graph", meta_graph)) if v]
+    if len(given) > 1:
+        raise ValueError("give one model: %s" % ", ".join("--" + k for k in given))
+    names = read_class_names(labels) if labels else None
+    kind = given[0] if given else "model"
+    imported = {"input_tensor": input_tensor, "logits_tensor": logits_tensor, "input_range": input_range,
+                "class_names": names, "trust_model": trust_model}
+    if kind == "model":
+        for flag in ("input_tensor", "logits_tensor", "input_range"):
+            if imported[flag] is not None:
+                raise ValueError("--%s is for imported models (--graph, --saved_model, --keras, --meta_graph)" % flag)
+        from ggcam.models.slim import SlimModel
+        return SlimModel(model or DEFAULT_MODEL, checkpoint, class_names=names)
+    if checkpoint and kind != "meta_graph":
+        raise ValueError("--checkpoint goes with --model or --meta_graph, not --%s" % kind)
+    if kind == "graph":
+        from ggcam.models.imported import FrozenGraphModel
+        return FrozenGraphModel(graph, **imported)
+    if kind == "saved_model":
+        from ggcam.models.imported import SavedModelModel
+        return SavedModelModel(saved_model, signature=signature, **imported)
+    if kind == "meta_graph":
+        from ggcam.models.imported import MetaGraphModel
+        return MetaGraphModel(meta_graph, checkpoint=checkpoint, **imported)
+    from ggcam.models.keras_file import KerasModel
+    return KerasModel(keras, **imported)

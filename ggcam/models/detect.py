@@ -1,0 +1,83 @@
+"""Automatic choices for imported models, made on the graph: logits and the Grad-CAM layer.
+
+Each choice is said to the user (``Model.notes``) and can be overridden with a flag.
+"""
+from collections import OrderedDict
+from typing import List, Optional, Set
+
+from ggcam.tf_compat import tf
+
+# Ops that only pass values along: walked through when looking for a Softmax behind an output.
+PASS_THROUGH = ("Identity", "Reshape", "Squeeze", "ExpandDims", "StopGradient", "Snapshot")
+ACTIVATIONS = ("Softmax", "Sigmoid")
+# Ops that end the spatial part of a classifier (global pooling, flattening).
+_POOLING = ("Mean", "AvgPool", "MaxPool", "Max", "Reshape", "Squeeze")
+
+
+def logits_behind(output: tf.Tensor) -> tf.Tensor:
+    """The pre-activation logits of a model output: when ``output`` is (a reshape of) a
+    Softmax or Sigmoid, its input; otherwise ``output`` itself.
+
+    Explaining probabilities instead of logits saturates the gradient (the classic cause of
+    blank maps), so the activation is stepped over.
+    """
+    t = output
+    while t.op.type in PASS_THROUGH and t.op.inputs:
+        t = t.op.inputs[0]
+    if t.op.type in ACTIVATIONS:
+        return t.op.inputs[0]
+    return output
+
+
+def depends_on(tensor: tf.Tensor, source: tf.Tensor) -> Set[tf.Operation]:
+    """The ops between ``source`` and ``tensor`` (those ``tensor`` depends on that depend on ``source``)."""
+    behind, stack = set(), [tensor.op]
+    while stack:
+        op = stack.pop()
+        if op not in behind:
+            behind.add(op)
+            stack.extend(t.op for t in op.inputs)
+    ahead, stack = set(), [source.op]
+    while stack:
+        op = stack.pop()
+        if op not in ahead and op in behind:
+            ahead.add(op)
+            stack.extend(c for t in op.outputs for c in t.consumers())
+    return ahead
+
+
+def feature_maps(logits: tf.Tensor, source: tf.Tensor) -> "OrderedDict[str, tf.Tensor]":
+    """Every 4-D float tensor between ``source`` and ``logits``, in graph order, by op name
+    (an op's first output by its op name, further outputs by tensor name)."""
+    on_path = depends_on(logits, source)
+    maps = OrderedDict()
+    for op in logits.graph.get_operations():
+        if op not in on_path or op is source.op:
+            continue
+        for i, t in enumerate(op.outputs):
+            if t.dtype.is_floating and t.shape.ndims == 4:
+                maps[op.name if i == 0 else t.name] = t
+    return maps
+
+
+def last_feature_map(logits: tf.Tensor, source: tf.Tensor) -> Optional[tf.Tensor]:
+    """The last 4-D feature map before global pooling or flattening: walking back from the
+    logits along the inputs that depend on ``source``, the first 4-D tensor whose spatial
+    size is not 1x1 (a known 1x1 map is already pooled)."""
+    on_path = depends_on(logits, source)
+    t, seen = logits, set()
+    while t is not None and t.op not in seen:
+        seen.add(t.op)
+        if t.dtype.is_floating and t.shape.ndims == 4 and t is not source:
+            h, w = t.shape.as_list()[1:3]
+            if not (h == 1 and w == 1):
+                return t
+        data = [x for x in t.op.inputs if x.op in on_path and x.dtype.is_floating]
+        t = data[0] if data else None
+    return None
+
+
+def describe(tensors: "OrderedDict[str, tf.Tensor]") -> List[str]:
+    """'name  [h, w, c]' lines for --list_layers."""
+    return ["%s  %s" % (name, [d if d is not None else "?" for d in t.shape.as_list()[1:]])
+            for name, t in tensors.items()]

@@ -1,0 +1,466 @@
+"""Keras HDF5 model files (``--keras=FILE.h5``), rebuilt in the explainer's graph.
+
+A model file is a program: a Keras ``Lambda`` layer stores Python code that runs when the
+model is rebuilt, and a custom class runs whatever its author wrote. So the file's model
+config is read with h5py and checked *before* anything is loaded; both are refused unless
+``trust_model``.
+
+The model is then rebuilt from its config (``model_from_json``) in the current graph, inside
+the guided override, with the Keras learning phase at 0 (inference: batch norm uses its moving
+statistics, dropout is off) for that graph only, and called once more, on our preprocessed
+image, as a model whose outputs are every layer's: gradients reach the [0, 1] photo through
+the preprocessing, and the layer a user picks is one the explained logits depend on. The
+weights are read from the file's ``model_weights`` group with h5py and fed to the variables'
+initializers in ``restore``. (TF 1.15's ``load_model`` cannot read these files with h5py >= 3,
+which returns string attributes as str where it expects bytes; and it would load the weights
+through a Keras session of its own.)
+
+Names: ``--layer`` and ``--logits_tensor`` take a Keras layer name of the file (``conv2d_7``;
+a nested model counts as one layer), or an op or tensor name inside the explained call, looked
+up under that call's name scope first (``conv2d_7/BiasAdd``, ``dense/BiasAdd`` for the logits of a
+``Dense`` with a softmax, ``mobilenet/conv_pw_13/Conv2D`` inside a nested model);
+``--input_tensor`` can only name the model's input layer.
+"""
+import functools
+import itertools
+import json
+import os
+from collections import OrderedDict
+from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ggcam.models import detect
+from ggcam.models.base import Model, ModelError, close_matches
+from ggcam.tf_compat import tf
+
+# Keras's own classes that are not layers but appear as a class_name in model configs (models,
+# and the dtype policy of newer Keras, which this Keras then fails to rebuild with one line).
+_MODEL_CLASSES = ("Model", "Sequential", "Network", "Functional", "Policy")
+# Layers that pass the class count along unchanged (looked through to find it in the config).
+_SAME_CLASSES = ("Activation", "Softmax", "Dropout", "Flatten", "Reshape", "GlobalAveragePooling1D",
+                 "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GaussianNoise",
+                 "GaussianDropout", "AlphaDropout", "ActivityRegularization", "ReLU", "LeakyReLU")
+# Weights a randomisation check replaces (batch-norm parameters are left out).
+_RANDOMIZED = ("kernel", "bias", "depthwise_kernel", "pointwise_kernel")
+
+
+def _text(value) -> str:
+    """An HDF5 string attribute as str (h5py 3 gives str, h5py 2 and fixed-length strings bytes)."""
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def _attr_list(group, name: str) -> List[str]:
+    """A list-of-names attribute, also when Keras split it into name0, name1, ... chunks."""
+    if name in group.attrs:
+        return [_text(n) for n in group.attrs[name]]
+    names, chunk = [], 0
+    while "%s%d" % (name, chunk) in group.attrs:
+        names += [_text(n) for n in group.attrs["%s%d" % (name, chunk)]]
+        chunk += 1
+    return names
+
+
+@functools.lru_cache(maxsize=1)
+def _keras_classes() -> FrozenSet[str]:
+    """The class names Keras resolves on its own: those of the modules its deserialization looks
+    names up in when given no custom objects (layers, initializers, regularizers, constraints)."""
+    from tensorflow.python.keras import constraints, initializers, regularizers
+    from tensorflow.python.keras.layers import serialization
+    names = set(_MODEL_CLASSES)
+    for module in (serialization, initializers, regularizers, constraints):
+        names.update(k for k, v in vars(module).items() if isinstance(v, type) and not k.startswith("_"))
+    return frozenset(names)
+
+
+def _builtin(class_name: object) -> bool:
+    """Whether ``class_name`` names one of Keras's own classes (anything else is a custom object)."""
+    return isinstance(class_name, str) and class_name in _keras_classes()
+
+
+def _layer_configs(model_config: Dict) -> List[Dict]:
+    """The layer configs of a Model/Sequential config (Sequential of Keras <= 2.1 is a list)."""
+    config = model_config.get("config")
+    if isinstance(config, list):
+        return config
+    if isinstance(config, dict) and isinstance(config.get("layers"), list):
+        return config["layers"]
+    return []
+
+
+def _layer_name(layer: Dict) -> str:
+    config = layer.get("config")
+    name = layer.get("name") or (config.get("name") if isinstance(config, dict) else None)
+    return str(name or layer.get("class_name", "?"))
+
+
+def unsafe_object(model_config: Dict) -> Optional[str]:
+    """Why loading ``model_config`` would run code from the file: the first Lambda layer or
+    custom class anywhere in it (nested models, wrappers, cells, initializers...), else None."""
+
+    def walk(node: object, layer: str) -> Optional[str]:
+        if isinstance(node, list):
+            for item in node:
+                found = walk(item, layer)
+                if found:
+                    return found
+            return None
+        if not isinstance(node, dict):
+            return None
+        if "class_name" in node:
+            class_name = node["class_name"]
+            if "name" in node or (isinstance(node.get("config"), dict) and "name" in node["config"]):
+                layer = _layer_name(node)
+            if class_name == "Lambda":
+                return "layer %s is a Keras Lambda layer: it runs Python code stored in the file" % layer
+            if not _builtin(class_name):
+                return ("layer %s uses the custom class %r: custom objects run their own code"
+                        % (layer, str(class_name)))
+        for value in node.values():
+            found = walk(value, layer)
+            if found:
+                return found
+        return None
+
+    return walk(model_config, "?")
+
+
+def _input_layer(model_config: Dict) -> Tuple[str, List[Optional[int]]]:
+    """(name, batch_input_shape) of the model's one input, from its config."""
+    layers = _layer_configs(model_config)
+    config = model_config.get("config")
+    if isinstance(config, dict) and "input_layers" in config:
+        names = [entry[0] for entry in config["input_layers"]]
+        if len(names) != 1:
+            raise ModelError("the model has %d inputs (%s); only models with one image input can be explained"
+                             % (len(names), ", ".join(names)))
+        found = [l for l in layers if _layer_name(l) == names[0]]
+    else:
+        found = layers[:1]
+    shape = found[0].get("config", {}).get("batch_input_shape") if found else None
+    if not shape:
+        raise ModelError("the model config gives no input shape (batch_input_shape)")
+    name = _layer_name(found[0])
+    if found[0].get("class_name") != "InputLayer":  # a Sequential's first layer: Keras adds the input
+        name += "_input"
+    return name, list(shape)
+
+
+def _output_names(model_config: Dict) -> List[str]:
+    """The names of the layers whose outputs are the model's, from its config."""
+    config = model_config.get("config")
+    if isinstance(config, dict) and "output_layers" in config:
+        return [str(entry[0]) for entry in config["output_layers"]]
+    layers = _layer_configs(model_config)
+    return [_layer_name(layers[-1])] if layers else []
+
+
+def _class_count(model_config: Dict) -> Optional[int]:
+    """The number of classes read off the config: the units (or filters) of the layer behind
+    the output, looking through activations, dropout, pooling and reshapes; None if unsure."""
+    try:
+        layers = _layer_configs(model_config)
+        by_name = {_layer_name(l): l for l in layers}
+        config = model_config["config"]
+        sequential = not (isinstance(config, dict) and "output_layers" in config)
+        layer = layers[-1] if sequential else by_name[config["output_layers"][0][0]]
+        for _ in range(len(layers)):
+            c = layer["config"]
+            if c.get("units") or c.get("filters"):
+                return int(c.get("units") or c.get("filters"))
+            if layer["class_name"] not in _SAME_CLASSES:
+                return None
+            if sequential:
+                layer = layers[layers.index(layer) - 1]
+            else:
+                layer = by_name[layer["inbound_nodes"][0][0][0]]
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def _layer_outputs(model: tf.keras.Model) -> "OrderedDict[str, tf.Tensor]":
+    """Each layer's output in the model's own graph, by layer name, in model order.
+
+    A layer's output there is the one at the node that depends on the model's input (a nested
+    model also has a node of its own, on its own input); layers called more than once in the
+    model (shared) have no single output and are left out.
+    """
+    downstream, stack = set(), [t.op for t in model.inputs]
+    while stack:
+        op = stack.pop()
+        if op not in downstream:
+            downstream.add(op)
+            stack.extend(c for t in op.outputs for c in t.consumers())
+    named = OrderedDict()  # type: OrderedDict[str, tf.Tensor]
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.InputLayer):
+            continue
+        outputs = []
+        for node in itertools.count():
+            try:
+                out = layer.get_output_at(node)
+            except (ValueError, RuntimeError):  # no more nodes
+                break
+            if isinstance(out, tf.Tensor) and out.op in downstream:
+                outputs.append(out)
+        if len(outputs) == 1:
+            named[layer.name] = outputs[0]
+    return named
+
+
+def _walk_layers(layers: Sequence[tf.keras.layers.Layer]) -> Iterator[tf.keras.layers.Layer]:
+    """Layers in model order, nested models' layers in place of the nested model."""
+    for layer in layers:
+        if isinstance(layer, tf.keras.Model):
+            for inner in _walk_layers(layer.layers):
+                yield inner
+        else:
+            yield layer
+
+
+def _activation(output: tf.Tensor) -> str:
+    """The op type of the activation ``detect.logits_behind`` stepped over."""
+    t = output
+    while t.op.type in detect.PASS_THROUGH and t.op.inputs:
+        t = t.op.inputs[0]
+    return t.op.type
+
+
+def _short_name(variable: tf.Variable) -> str:
+    return variable.name.split("/")[-1].split(":")[0]
+
+
+class KerasModel(Model):
+    """A Keras model saved as HDF5 (``model.save("file.h5")``), explained in inference mode."""
+
+    def __init__(self, path: str, input_tensor: Optional[str] = None, logits_tensor: Optional[str] = None,
+                 input_range: Optional[Tuple[float, float]] = None, class_names: Optional[List[str]] = None,
+                 trust_model: bool = False):
+        super().__init__()
+        self.path = path
+        self.name = os.path.splitext(os.path.basename(path))[0]
+        self.input_tensor, self.logits_tensor = input_tensor, logits_tensor
+        if input_range is not None:
+            self.input_range = (float(input_range[0]), float(input_range[1]))
+        self.class_names = list(class_names) if class_names else None
+        self.trust_model = trust_model
+        self.keras_model = None  # the rebuilt tf.keras model (after build)
+        self._config = None  # type: Optional[Dict]
+        self._input_name = ""
+        self._outputs = OrderedDict()  # type: OrderedDict[str, tf.Tensor]  # every layer, by Keras name
+        self._layers = OrderedDict()  # type: OrderedDict[str, tf.Tensor]  # the 4-D ones
+        self._scope = ""
+        self._values = []  # type: List[Tuple[tf.Variable, np.ndarray]]
+
+    # --------------------------------------------------------------- reading the file
+
+    def _open(self):
+        import h5py
+        if not os.path.isfile(self.path):
+            raise ModelError("no Keras model file at %s" % self.path)
+        try:
+            return h5py.File(self.path, "r")
+        except (OSError, ValueError) as exc:
+            raise ModelError("%s is not a Keras HDF5 model file (%s)" % (self.path, str(exc).splitlines()[0]))
+
+    def prepare(self) -> None:
+        self.notes = []
+        with self._open() as f:
+            if "model_config" not in f.attrs:
+                raise ModelError("%s holds no Keras model config (a weights-only file? save the whole "
+                                 "model with model.save)" % self.path)
+            try:
+                config = json.loads(_text(f.attrs["model_config"]))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ModelError("%s: cannot parse its model config: %s" % (self.path, exc))
+            if "model_weights" not in f:
+                raise ModelError("%s holds no weights (model_weights group)" % self.path)
+        if not isinstance(config, dict) or "class_name" not in config:
+            raise ModelError("%s: its model config is not a Keras model" % self.path)
+        if not self.trust_model:
+            unsafe = unsafe_object(config)
+            if unsafe:
+                raise ModelError("refusing %s: %s; pass --trust_model to load it anyway"
+                                 % (self.path, unsafe))
+        self._config = config
+        try:
+            self._input_name, shape = _input_layer(config)
+        except ModelError as exc:
+            raise ModelError("%s: %s" % (self.path, exc))
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ModelError("%s: its model config is not one this Keras can read" % self.path)
+        if self.input_tensor and self.input_tensor.split(":")[0] != self._input_name:
+            raise ModelError("no input named %r in %s; its input layer is %s"
+                             % (self.input_tensor, self.path, self._input_name))
+        if len(shape) != 4:
+            raise ModelError("%s: input shape %s is not an image [batch, height, width, channels]"
+                             % (self.path, shape[1:]))
+        if shape[1] is None or shape[2] is None:
+            raise ModelError("%s: its input size is not fixed (%s); cannot tell what size to feed"
+                             % (self.path, shape[1:]))
+        if shape[3] not in (1, 3):
+            raise ModelError("%s: input %s has %s channels; only greyscale (1) or RGB (3) images, channels "
+                             "last, can be explained" % (self.path, shape[1:], shape[3]))
+        self.input_size, self.channels, self.max_batch = (int(shape[1]), int(shape[2])), int(shape[3]), shape[0]
+        self.num_classes = _class_count(config) or 0
+        self._check_names()
+
+    def _check_names(self) -> None:
+        if self.class_names is not None and self.num_classes and len(self.class_names) != self.num_classes:
+            raise ModelError("%d class names given for the %d classes of %s"
+                             % (len(self.class_names), self.num_classes, self.path))
+
+    def _weight_values(self, model: tf.keras.Model) -> List[Tuple[tf.Variable, np.ndarray]]:
+        """(variable, value) for every weight of ``model``, read from the file in Keras's order
+        (layers with weights, each one's trainable then non-trainable weights)."""
+        from tensorflow.python.keras.saving import hdf5_format
+        with self._open() as f:
+            group = f["model_weights"]
+            version = _text(group.attrs.get("keras_version", f.attrs.get("keras_version", b"1")))
+            backend = _text(group.attrs["backend"]) if "backend" in group.attrs else None
+            saved = [(name, _attr_list(group[name], "weight_names")) for name in _attr_list(group, "layer_names")]
+            saved = [(name, weights) for name, weights in saved if weights]
+            layers = [l for l in model.layers if l.trainable_weights + l.non_trainable_weights]
+            if len(saved) != len(layers):
+                raise ModelError("%s stores weights for %d layers, its model has %d layers with weights"
+                                 % (self.path, len(saved), len(layers)))
+            pairs = []
+            for (name, weight_names), layer in zip(saved, layers):
+                variables = layer.trainable_weights + layer.non_trainable_weights
+                values = [np.asarray(group[name][w]) for w in weight_names]
+                values = hdf5_format.preprocess_weights_for_loading(layer, values, version, backend)
+                if len(values) != len(variables):
+                    raise ModelError("%s: layer %s has %d weights in the file, the model's %s needs %d"
+                                     % (self.path, name, len(values), layer.name, len(variables)))
+                for v, value in zip(variables, values):
+                    if tuple(v.shape.as_list()) != value.shape:
+                        raise ModelError("%s: weight %s has shape %s in the file, the model needs %s"
+                                         % (self.path, v.op.name, value.shape, tuple(v.shape.as_list())))
+                    pairs.append((v, value.astype(v.dtype.base_dtype.as_numpy_dtype, copy=False)))
+        return pairs
+
+    # --------------------------------------------------------------- building
+
+    def _rebuild(self) -> tf.keras.Model:
+        try:
+            model = tf.keras.models.model_from_json(json.dumps(self._config))
+        except Exception as exc:  # Keras raises many kinds for configs it cannot rebuild
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            raise ModelError("cannot rebuild the model of %s with TensorFlow %s's Keras: %s"
+                             % (self.path, tf.VERSION, lines[0])) from exc
+        if len(model.outputs) != 1 and not self.logits_tensor:
+            raise ModelError("%s has %d outputs (%s); name the logits with --logits_tensor"
+                             % (self.path, len(model.outputs), ", ".join(_output_names(self._config))))
+        return model
+
+    def _create(self, model_input: tf.Tensor) -> tf.Tensor:
+        with tf.keras.backend.learning_phase_scope(0):  # this graph only, restored on exit
+            model = self._rebuild()
+            self._values = self._weight_values(model)
+            # One call on our input gives the output and every layer's output, so the layers
+            # a user picks are those the explained logits depend on.
+            named = _layer_outputs(model)
+            wanted = list(OrderedDict.fromkeys(list(named.values()) + [model.outputs[0]]))
+            results = tf.keras.Model(model.inputs, wanted, name="explained")(model_input)
+        results = results if isinstance(results, list) else [results]
+        result_of = {id(t): r for t, r in zip(wanted, results)}
+        self.keras_model = model
+        self._scope = results[-1].op.name.split("/")[0]  # "explained", or "explained_1" if taken
+        self._outputs = OrderedDict((name, result_of[id(t)]) for name, t in named.items())
+        self._layers = OrderedDict((k, v) for k, v in self._outputs.items() if v.shape.ndims == 4)
+        output = result_of[id(model.outputs[0])]
+
+        if not self.input_tensor:
+            self.notes.append("input: %s %s%s" % (self._input_name, [self.input_size[0], self.input_size[1],
+                                                                     self.channels],
+                                                 ", fed the photo's luminance" if self.channels == 1 else ""))
+        if self.logits_tensor:
+            logits = self._graph_tensor(self.logits_tensor)
+            if logits is None:
+                raise ModelError("no layer or tensor named %r in %s (for --logits_tensor)%s"
+                                 % (self.logits_tensor, self.path,
+                                    close_matches(self.logits_tensor, list(self._outputs))))
+            if detect.logits_behind(logits) is not logits:
+                self.notes.append("logits: %s is the output of a %s, whose gradient saturates; its input "
+                                  "is %s" % (self.logits_tensor, _activation(logits),
+                                             self._unscoped(detect.logits_behind(logits).op.name)))
+        else:
+            logits = detect.logits_behind(output)
+            out_layer = (_output_names(self._config) or ["?"])[0]
+            if logits is output:
+                self.notes.append("logits: the output of layer %s" % out_layer)
+            else:
+                self.notes.append("logits: the input of the %s of layer %s, the model's output"
+                                  % (_activation(output), out_layer))
+        if logits.shape.ndims != 2 or logits.shape.as_list()[-1] is None:
+            raise ModelError("the logits of %s (%s) must be [batch, classes], got shape %s"
+                             % (self.path, self.logits_tensor or logits.name, logits.shape))
+        self.num_classes = logits.shape.as_list()[-1]
+        self._check_names()
+
+        feature_map = detect.last_feature_map(logits, model_input)
+        if feature_map is not None:
+            names = [k for k, v in self._layers.items() if v is feature_map]
+            self.default_layer = names[-1] if names else feature_map.name
+            self.notes.append("layer: %s %s, the last feature map before global pooling or flattening"
+                              % (self.default_layer, feature_map.shape.as_list()[1:]))
+        return logits
+
+    def restore(self, session: tf.Session) -> None:
+        """Feed each weight's value to its variable's initializer (one run, no constants)."""
+        feeds, inits = {}, []
+        for v, value in self._values:
+            feeds[v.initializer.inputs[1]] = value
+            inits.append(v.initializer)
+        if len(feeds) != len(inits):  # two variables share an initial value tensor
+            for v, value in self._values:
+                v.load(value, session)
+        else:
+            session.run(inits, feeds)
+        loaded = {v.op for v, _ in self._values}
+        rest = [v.initializer for v in self.keras_model.weights if v.op not in loaded]
+        if rest:
+            session.run(rest)
+
+    # --------------------------------------------------------------- layers
+
+    def layers(self) -> "OrderedDict[str, tf.Tensor]":
+        return self._layers
+
+    def layer(self, name: str) -> tf.Tensor:
+        if not name:
+            raise ModelError("found no 4-D feature map before the logits of %s; name one with --layer "
+                             "(see --list_layers)" % self.path)
+        return super().layer(name)
+
+    def _graph_tensor(self, name: str) -> Optional[tf.Tensor]:
+        """A Keras layer's output (any rank) in the explained call, or an op or tensor of the
+        graph, looked up inside that call's name scope first."""
+        if name in self._outputs:
+            return self._outputs[name]
+        return super()._graph_tensor(name)
+
+    def _candidates(self, name: str) -> Tuple[str, ...]:
+        return self._scoped(name), name
+
+    def _scoped(self, name: str) -> str:
+        return "%s/%s" % (self._scope, name) if self._scope else name
+
+    def _unscoped(self, name: str) -> str:
+        prefix = self._scope + "/"
+        return name[len(prefix):] if self._scope and name.startswith(prefix) else name
+
+    def randomization_layers(self) -> Optional["OrderedDict[str, List[tf.Variable]]"]:
+        """Layers with kernels or biases, from the output back to the input, by Keras name."""
+        found = []
+        for layer in _walk_layers(self.keras_model.layers):
+            weights = [w for w in layer.weights if _short_name(w) in _RANDOMIZED]
+            if weights:
+                found.append((layer.name, weights))
+        return OrderedDict(reversed(found)) if found else None
+
+    def describe(self) -> Dict[str, object]:
+        facts = super().describe()
+        facts["file"] = self.path
+        return facts
