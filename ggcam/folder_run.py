@@ -18,8 +18,10 @@ from ggcam.targets import Target
 DEFAULT_OUTPUT = "gradcam_output"
 
 
-def _row(path: str, target: Target, folder: str = "", result=None, error: str = "", seconds: float = 0.0,
-         files: Optional[Dict] = None) -> Dict:
+def make_row(path: str, target: Target, folder: str = "", result=None, error: str = "", seconds: float = 0.0,
+             files: Optional[Dict] = None) -> Dict:
+    """One results row (results.csv / results.jsonl) of an image and target: explained when
+    ``result`` (an Explanation) is given, failed with ``error`` otherwise."""
     row = {"path": path, "real_path": os.path.realpath(path), "target": target.key,
            "status": "failed" if error else "ok", "error": error, "seconds": round(seconds, 4),
            "folder": folder}
@@ -34,6 +36,20 @@ def _row(path: str, target: Target, folder: str = "", result=None, error: str = 
 
 def _row_key(row: Dict) -> Tuple[str, str]:
     return row.get("real_path") or os.path.realpath(row["path"]), row["target"]
+
+
+def explanation_folder(stem: str, path: str, label: int, owners: Dict[str, str], real: Optional[str] = None) -> str:
+    """The sub-folder of ``path`` explained for class ``label``: ``<stem>_<label>`` (stem from
+    ``cli.folder_names``), or with the path's hash added when ``owners`` (folder -> real path,
+    updated here) gives that name to another file, such as an earlier run's image. ``real``:
+    the path's identity when it is not ``os.path.realpath(path)`` (a URL)."""
+    real = real or os.path.realpath(path)
+    folder = "%s_%d" % (stem, label)
+    owner = owners.setdefault(folder, real)
+    if owner != real:  # an earlier run's image of the same file name
+        folder = "%s-%s_%d" % (stem, cli.short_hash(path), label)
+        owners[folder] = real
+    return folder
 
 
 class _Terminated(KeyboardInterrupt):
@@ -74,12 +90,7 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
     stems = cli.folder_names([p for p, _ in jobs])
 
     def folder_for(path: str, label: int) -> str:
-        folder = "%s_%d" % (stems[path], label)
-        owner = folder_owner.setdefault(folder, os.path.realpath(path))
-        if owner != os.path.realpath(path):  # an earlier run's image of the same file name
-            folder = "%s-%s_%d" % (stems[path], cli.short_hash(path), label)
-            folder_owner[folder] = os.path.realpath(path)
-        return folder
+        return explanation_folder(stems[path], path, label, folder_owner)
 
     def write_reports() -> None:
         listed = list(rows.values())
@@ -103,7 +114,7 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
                 except image_io.ImageError as exc:
                     bar.write("error: %s" % exc, file=sys.stderr)
                     for c in targets:
-                        row = _row(path, c, error=str(exc), seconds=time.perf_counter() - t0)
+                        row = make_row(path, c, error=str(exc), seconds=time.perf_counter() - t0)
                         rows[_row_key(row)] = row
                 load_seconds[path] = time.perf_counter() - t0
             if loaded:
@@ -119,11 +130,11 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
                         try:
                             files = result.save_files(os.path.join(out_root, folder), save_raw=args.save_raw)
                             seconds = load_seconds[path] / len(targets) + share + time.perf_counter() - t1
-                            row = _row(path, target, folder, result, seconds=seconds, files=files)
+                            row = make_row(path, target, folder, result, seconds=seconds, files=files)
                         except (OSError, ValueError) as exc:
                             message = "%s: %s" % (path, exc)
                             bar.write("error: %s" % message, file=sys.stderr)
-                            row = _row(path, target, folder, error=message)
+                            row = make_row(path, target, folder, error=message)
                         rows[_row_key(row)] = row
                         finished_now += 1
             write_reports()

@@ -6,7 +6,7 @@ Variable and end-point names follow the official slim checkpoints
 from collections import OrderedDict
 from typing import Dict, Tuple
 
-from ggcam.tf_compat import tf
+from ggcam.tf_compat import SLIM_BATCH_NORM, tf
 import tf_slim as slim
 
 SCOPE = "MobilenetV1"
@@ -30,6 +30,7 @@ def mobilenet_v1_arg_scope(batch_norm_epsilon: float = 0.001):
         "epsilon": batch_norm_epsilon,
         "is_training": False,
     }
+    batch_norm_params.update(SLIM_BATCH_NORM)  # updates_collections=None: needed on TF 2
     with slim.arg_scope(
         [slim.conv2d, slim.separable_conv2d],
         normalizer_fn=slim.batch_norm,

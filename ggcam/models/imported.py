@@ -298,6 +298,20 @@ def _hold_weights(graph_def) -> None:
                 node.input[i] = held[name]
 
 
+def _drop_output_shapes(graph_def) -> None:
+    """Remove the ``_output_shapes`` hints (written by ``export_meta_graph`` and some freezers),
+    in place.
+
+    TensorFlow 2's importer merges them into the imported ops' static shapes, so a graph saved
+    with a fixed batch (a queue's ``dequeue_many(2)``) keeps it even where our image, of any
+    batch size, replaces its input, and the gradient ops then bake it in. Without the hints the
+    shapes are inferred from our input, as TF 1.15 does.
+    """
+    for node in graph_def.node:
+        if "_output_shapes" in node.attr:
+            del node.attr["_output_shapes"]
+
+
 def _canonical(t: tf.Tensor) -> tf.Tensor:
     """What an output is made of: behind its Softmax/Sigmoid and any reshapes or identities."""
     t = detect.logits_behind(t)
@@ -702,6 +716,7 @@ class FrozenGraphModel(_ImportedModel):
                         node.input[i] = input_op
             key = input_op + ":0"
         _hold_weights(pruned)
+        _drop_output_shapes(pruned)
         tf.import_graph_def(pruned, input_map={key: source}, name=scope)
 
     def _imported_names(self) -> Iterable[str]:
@@ -756,6 +771,7 @@ class MetaGraphModel(_ImportedModel):
             meta.graph_def.CopyFrom(_stand_ins(self._meta_graph.graph_def, self._unknown, self._hazards,
                                                strip_constants=False))
         _hold_weights(meta.graph_def)
+        _drop_output_shapes(meta.graph_def)
         graph = tf.get_default_graph()
         tf.train.import_meta_graph(meta, clear_devices=True, import_scope=scope or None,
                                    input_map={self._input_name: source})

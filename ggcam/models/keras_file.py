@@ -62,14 +62,45 @@ def _attr_list(group, name: str) -> List[str]:
 
 
 @functools.lru_cache(maxsize=1)
+def _keras_root() -> str:
+    """The package of the Keras that ``tf.keras`` is (Keras 2 on both runtimes):
+    ``tensorflow.python.keras`` (TF 1.15), ``keras.src`` (TF 2.15's own) or ``tf_keras.src``
+    (the tf-keras package, which TF 2 uses when TF_USE_LEGACY_KERAS is set, as
+    ``ggcam.tf_compat`` does). ModelError for Keras 3, which has no graph mode."""
+    module = tf.keras.layers.Layer.__module__  # e.g. "tf_keras.src.engine.base_layer"
+    if ".engine." not in module:
+        raise ModelError("Keras files need Keras 2, but tf.keras is Keras %s here (TensorFlow %s): install "
+                         "tf-keras (requirements-tf2.txt pins it) and import ggcam before TensorFlow, or set "
+                         "TF_USE_LEGACY_KERAS=1" % (getattr(tf.keras, "__version__", "3"), tf.VERSION))
+    return module.split(".engine.")[0]
+
+
+def _keras_module(*names: str):
+    """The first of ``names`` (module paths under the Keras root) that imports."""
+    import importlib
+    root = _keras_root()
+    for name in names:
+        try:
+            return importlib.import_module("%s.%s" % (root, name))
+        except ImportError:
+            continue
+    raise ModelError("this Keras (%s) has none of the modules %s" % (root, ", ".join(names)))
+
+
+@functools.lru_cache(maxsize=1)
 def _keras_classes() -> FrozenSet[str]:
     """The class names Keras resolves on its own: those of the modules its deserialization looks
     names up in when given no custom objects (layers, initializers, regularizers, constraints)."""
-    from tensorflow.python.keras import constraints, initializers, regularizers
-    from tensorflow.python.keras.layers import serialization
     names = set(_MODEL_CLASSES)
-    for module in (serialization, initializers, regularizers, constraints):
+    for name in ("layers.serialization", "initializers", "regularizers", "constraints"):
+        module = _keras_module(name)
         names.update(k for k, v in vars(module).items() if isinstance(v, type) and not k.startswith("_"))
+        # Keras >= 2.2 (TF 2) keeps its table in LOCAL.ALL_OBJECTS, filled on demand.
+        populate = getattr(module, "populate_deserializable_objects", None)
+        if populate is not None:
+            populate()
+            names.update(k for k, v in module.LOCAL.ALL_OBJECTS.items()
+                         if isinstance(v, type) and not k.startswith("_"))
     return frozenset(names)
 
 
@@ -314,7 +345,7 @@ class KerasModel(Model):
     def _weight_values(self, model: tf.keras.Model) -> List[Tuple[tf.Variable, np.ndarray]]:
         """(variable, value) for every weight of ``model``, read from the file in Keras's order
         (layers with weights, each one's trainable then non-trainable weights)."""
-        from tensorflow.python.keras.saving import hdf5_format
+        hdf5_format = _keras_module("saving.hdf5_format", "saving.legacy.hdf5_format")
         with self._open() as f:
             group = f["model_weights"]
             version = _text(group.attrs.get("keras_version", f.attrs.get("keras_version", b"1")))
