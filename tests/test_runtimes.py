@@ -224,17 +224,20 @@ def test_auto_picks_tf1_with_python37_and_tf2_without(tmp_path):
 
 
 def test_make_says_which_runtime_and_why():
+    # Under `make test-all RUNTIME=...` the outer make's variables reach us through the
+    # environment (MAKEFLAGS, RUNTIME): the inner makes must start clean.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "RUNTIME")}
     for runtime, venv in (("tf1", ".venv"), ("tf2", ".venv-tf2")):
         done = subprocess.run(["make", "-s", "-C", ROOT, "runtime", "RUNTIME=%s" % runtime], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+                              stderr=subprocess.PIPE, universal_newlines=True, timeout=60, env=env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "runtime %s: TensorFlow %s in %s (RUNTIME=%s was given)" % (
             runtime, "1.15" if runtime == "tf1" else "2", venv, runtime)
     done = subprocess.run(["make", "-s", "-C", ROOT, "runtime"], stdout=subprocess.PIPE, universal_newlines=True,
-                          timeout=60)
+                          timeout=60, env=env)
     assert "(RUNTIME=auto: " in done.stdout
     done = subprocess.run(["make", "-s", "-C", ROOT, "runtime", "RUNTIME=tf3"], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60, env=env)
     assert done.returncode != 0 and "RUNTIME must be auto, tf1 or tf2" in done.stderr
 
 
