@@ -96,12 +96,7 @@ def check_flags(args: argparse.Namespace) -> List[str]:
         raise cli.UsageError("--min_batch_size must not exceed --max_batch_size")
     if args.list_layers:
         raise cli.UsageError("--list_layers is inference.py's (python inference.py --list_layers ...)")
-    if args.labels_file and (args.image or args.label is not None or args.top_k_targets):
-        raise cli.UsageError("--labels_file gives the images and their labels; drop --image, --label and --top_k_targets")
-    if args.label is not None and args.top_k_targets:
-        raise cli.UsageError("use either --label or --top_k_targets")
-    if not args.labels_file and not args.image:
-        raise cli.UsageError("the following arguments are required: --image (or --labels_file)")
+    cli.check_image_flags(args)
     maps = [m.strip() for m in args.metric_maps.split(",") if m.strip()]
     unknown = [m for m in maps if m not in METRIC_MAPS]
     if unknown or not maps:

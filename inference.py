@@ -113,12 +113,7 @@ def run(args: argparse.Namespace) -> int:
     cli.model_kwargs(args)  # usage errors in the model flags, before anything is read
     if args.list_layers:
         return list_layers(args)
-    if args.labels_file and (args.image or args.label is not None or args.top_k_targets):
-        raise cli.UsageError("--labels_file gives the images and their labels; drop --image, --label and --top_k_targets")
-    if args.label is not None and args.top_k_targets:
-        raise cli.UsageError("use either --label or --top_k_targets")
-    if not args.labels_file and not args.image:
-        raise cli.UsageError("the following arguments are required: --image (or --labels_file)")
+    cli.check_image_flags(args)
     names = cli.class_names(args)
     if args.top_k_targets and names is not None and args.top_k_targets > len(names):
         raise cli.UsageError("--top_k_targets must be at most %d (the model's classes)" % len(names))

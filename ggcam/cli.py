@@ -130,6 +130,16 @@ def resolve_target(label: str, names: Optional[List[str]]) -> Target:
 
 # ----------------------------------------------------------------------------- inputs
 
+def check_image_flags(args: argparse.Namespace) -> None:
+    """Usage errors among --image, --labels_file, --label and --top_k_targets."""
+    if args.labels_file and (args.image or args.label is not None or args.top_k_targets):
+        raise UsageError("--labels_file gives the images and their labels; drop --image, --label and --top_k_targets")
+    if args.label is not None and args.top_k_targets:
+        raise UsageError("use either --label or --top_k_targets")
+    if not args.labels_file and not args.image:
+        raise UsageError("the following arguments are required: --image (or --labels_file)")
+
+
 def _read_list(path: str) -> List[str]:
     try:
         # utf-8-sig: a byte-order mark (as some editors write) must not become part of a path
