@@ -82,7 +82,9 @@ def test_batch_equals_single_images(graph, chelsea):
     for i, (img, label) in enumerate([(chelsea, TABBY_CAT), (other, Target.best())]):
         single = graph.run(img, [label])
         for name, value in single.items():
-            np.testing.assert_allclose(both[name][i], value[0], rtol=1e-4, atol=1e-6, err_msg=name)
+            # float32 rounding of the batched kernels (TF 2 sums in another order): relative to the array's scale
+            atol = 1e-5 * max(1.0, float(np.abs(value).max()))
+            np.testing.assert_allclose(both[name][i], value[0], rtol=1e-4, atol=atol, err_msg=name)
 
 
 def test_graph_is_finalized_and_does_not_grow(graph, chelsea):
