@@ -205,7 +205,9 @@ def test_raw_arrays_equal_the_command_lines(beam_run, tmp_path, shared_graphs):
     assert sorted(ours.files) == sorted(theirs.files)
     for name in theirs.files:
         if theirs[name].dtype.kind == "f":
-            np.testing.assert_allclose(ours[name], theirs[name], atol=1e-5, rtol=0, err_msg=name)
+            # Batched and single-image kernels may round differently (TF 2): 1e-5 of the array's scale.
+            atol = 1e-5 * max(1.0, float(np.abs(theirs[name]).max()))
+            np.testing.assert_allclose(ours[name], theirs[name], atol=atol, rtol=0, err_msg=name)
         else:
             assert ours[name] == theirs[name], name
 
