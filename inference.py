@@ -15,6 +15,7 @@ import sys
 from typing import List, Optional
 
 from ggcam import cli, folder_run, image_io
+from ggcam.timing import stamp
 from gradcam import FUSIONS
 from ggcam.guided_relu import RULES
 from ggcam.targets import Target
@@ -65,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_explainer(args: argparse.Namespace):
     """The Explainer for the model flags; its automatic choices are said once on stderr."""
+    stamp("python_and_cli_imports")
     from ggcam.explainer import Explainer  # TensorFlow loads here, once the inputs are known to be usable
+    stamp("import_tensorflow_and_ggcam")
     ex = Explainer(layer=args.layer, guided_relu6=args.guided_relu6, fusion=args.fusion,
                    batch_size=args.batch_size, max_side=args.max_side, **cli.model_kwargs(args))
     for note in ex.model.notes:
@@ -91,12 +94,14 @@ def run_single(args: argparse.Namespace, path: str, target: Target) -> int:
     image_io.check_writable(args.output_dir or ".")
     with make_explainer(args) as ex:
         (result,), = ex.explain_photos([photo], [[target]], [path])
+        stamp("first_run")
     cli.print_top(result.top(args.top_k))
     stem = os.path.splitext(os.path.basename(path))[0]
     out_dir = args.output_dir or "%s_%d" % (stem, result.label)
     image_io.ensure_writable_dir(out_dir)
     with image_io.FolderLock(out_dir):
         result.save(out_dir, save_raw=args.save_raw)
+    stamp("pictures_written")
     print("explained class %d (%s), logit %.3f; pictures in %s"
           % (result.label, result.name, result.logits[result.label], out_dir))
     if args.show:

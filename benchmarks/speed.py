@@ -15,10 +15,16 @@ b. the seed's pipeline shape (benchmarks/seed_pipeline.py): a graph per image, t
    ``tf.gradients`` calls, three pictures; it cannot batch;
 c. pytorch-grad-cam's recipe (benchmarks/peer_pytorch_grad_cam.py) on a PyTorch MobileNet V1
    with the same weights, three pictures per image, in benchmarks/.venv-torch;
-d. this project's forward pass alone (decode + forward): the floor.
+d. this project's network pass alone (decode, forward and guided backward pass, fetching
+   every array the job uses): what a user waits for before any picture; and the forward pass
+   alone (decode + forward), the old floor.
+
+Cold start: a new ``inference.py`` process on one photo, to its first picture written, next
+to a new ``python -c "import tensorflow"``, paired run by run; and ``inference.py --help``.
 
 Prints a table, writes benchmarks/results.json and ends with
-``speedup_vs_pytorch_grad_cam=<x> overhead_vs_forward=<y>`` (batch 8).
+``speedup_vs_pytorch_grad_cam=<x> overhead_vs_network=<y> cold_start_vs_tf_import=<z>``
+(batch 8, three pictures; the cold-start ratio is the median of the pairs' ratios).
 """
 import argparse
 import concurrent.futures
@@ -26,6 +32,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,6 +112,13 @@ def forward_only(graph: "ggcam.graph.GuidedGradCamGraph", paths: List[str], batc
         graph.logits(np.stack(photos))
 
 
+def network_pass(graph: "ggcam.graph.GuidedGradCamGraph", paths: List[str], batch: int) -> None:
+    """Decode, forward and guided backward pass, fetching what the job needs; no picture."""
+    for start in range(0, len(paths), batch):
+        photos = [image_io.load_image(p).astype(np.float32) / 255.0 for p in paths[start:start + batch]]
+        graph.run(photos)
+
+
 def seed_shape(paths: List[str]) -> None:
     import seed_pipeline
     for p in paths:
@@ -126,10 +140,19 @@ def row(tool: str, batch: int, n: int, seconds: float, **extra) -> Dict:
                 ms_per_image=1000.0 * seconds / n, **extra)
 
 
+def _wall(argv: List[str], **kwargs) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   stdin=subprocess.DEVNULL, **kwargs)
+    return time.perf_counter() - start
+
+
 def cold_start(path: str, repeats: int) -> Dict:
-    """Seconds from process start to the first picture on disk, and to exit, for the CLI."""
-    firsts, exits = [], []
+    """The single-image CLI in a new process: seconds to the first picture on disk and to exit,
+    each run paired with a new ``python -c "import tensorflow"`` just before it; and --help."""
+    firsts, exits, tf_imports = [], [], []
     for _ in range(repeats):
+        tf_imports.append(_wall([sys.executable, "-c", "import tensorflow"]))
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
             proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "inference.py"), "--image=%s" % path,
@@ -144,7 +167,11 @@ def cold_start(path: str, repeats: int) -> Dict:
             if proc.returncode != 0:
                 raise RuntimeError("inference.py failed")
             firsts.append(first if first is not None else exits[-1])
-    return {"first_picture_s": min(firsts), "exit_s": min(exits), "runs": repeats}
+    ratios = [f / t for f, t in zip(firsts, tf_imports)]
+    helps = [_wall([sys.executable, os.path.join(ROOT, "inference.py"), "--help"]) for _ in range(repeats)]
+    return {"first_picture_s": min(firsts), "exit_s": min(exits), "runs": repeats,
+            "tf_import_s": min(tf_imports), "pairs": [list(p) for p in zip(firsts, tf_imports)],
+            "vs_tf_import": statistics.median(ratios), "help_s": min(helps)}
 
 
 def torch_peer(paths: List[str], batches: List[int], repeats: int, folder: str) -> Optional[Dict]:
@@ -203,8 +230,11 @@ def main() -> None:
                 rows.append(row("this project", batch, n, best_time(lambda: ours(ex, paths, batch), args.repeats)))
                 rows.append(row("this project, 5 pictures", batch, n, best_time(
                     lambda: ours(ex, paths, batch, encoded=explanation.PICTURES), args.repeats)))
+                network_pass(ex.graph, paths[:batch], batch)
+                rows.append(row("network pass (floor)", batch, n,
+                                best_time(lambda: network_pass(ex.graph, paths, batch), args.repeats)))
                 forward_only(ex.graph, paths[:batch], batch)
-                rows.append(row("forward only (floor)", batch, n,
+                rows.append(row("forward only", batch, n,
                                 best_time(lambda: forward_only(ex.graph, paths, batch), args.repeats)))
         report["this_project_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -227,8 +257,9 @@ def main() -> None:
     print("%-22s %6s %10s %12s" % ("tool", "batch", "images/s", "ms/image"))
     for r in rows:
         print("%-22s %6d %10.2f %12.1f" % (r["tool"], r["batch"], r["images_per_s"], r["ms_per_image"]))
-    print("cold start (CLI, one image): first picture %.2f s, exit %.2f s"
-          % (report["cold_start"]["first_picture_s"], report["cold_start"]["exit_s"]))
+    cold = report["cold_start"]
+    print("cold start (CLI, one image): first picture %.2f s, exit %.2f s; import tensorflow alone %.2f s; "
+          "--help %.2f s" % (cold["first_picture_s"], cold["exit_s"], cold["tf_import_s"], cold["help_s"]))
     print("peak RSS: this project %.0f MB%s" % (report["this_project_peak_rss_mb"],
           ", pytorch-grad-cam %.0f MB" % report["pytorch_grad_cam_peak_rss_mb"] if peer else ""))
     if peer:
@@ -236,14 +267,28 @@ def main() -> None:
     for lever in report.get("levers_batch8", []):
         print("lever batch 8: intra=%s inter=%s overlap=%s -> %.2f images/s" % (
             lever["intra_op_threads"], lever["inter_op_threads"], lever["overlap_encoding"], lever["images_per_s"]))
-    overhead = by[("this project", 8)]["ms_per_image"] / by[("forward only (floor)", 8)]["ms_per_image"] \
-        if ("this project", 8) in by and ("forward only (floor)", 8) in by else float("nan")
-    speedup = by[("this project", 8)]["images_per_s"] / by[("pytorch-grad-cam", 8)]["images_per_s"] \
-        if ("pytorch-grad-cam", 8) in by and ("this project", 8) in by else float("nan")
-    report["speedup_vs_pytorch_grad_cam"], report["overhead_vs_forward"] = speedup, overhead
+
+    def ratio(tool: str, over: str, batch: int = 8, field: str = "ms_per_image") -> float:
+        if (tool, batch) not in by or (over, batch) not in by:
+            return float("nan")
+        return by[(tool, batch)][field] / by[(over, batch)][field]
+
+    for batch in batches:
+        report.setdefault("by_batch", {})[str(batch)] = {
+            "speedup_vs_pytorch_grad_cam": ratio("this project", "pytorch-grad-cam", batch, "images_per_s"),
+            "overhead_vs_network": ratio("this project", "network pass (floor)", batch),
+            "overhead_vs_network_5_pictures": ratio("this project, 5 pictures", "network pass (floor)", batch),
+            "overhead_vs_forward": ratio("this project", "forward only", batch)}
+        print("batch %d: speedup_vs_pytorch_grad_cam %.2f, overhead_vs_network %.2f (5 pictures: %.2f), "
+              "overhead_vs_forward %.2f" % ((batch,) + tuple(report["by_batch"][str(batch)].values())))
+    eight = report.get("by_batch", {}).get("8", {})
+    report["speedup_vs_pytorch_grad_cam"] = eight.get("speedup_vs_pytorch_grad_cam", float("nan"))
+    report["overhead_vs_network"] = eight.get("overhead_vs_network", float("nan"))
+    report["cold_start_vs_tf_import"] = cold["vs_tf_import"]
     with open(args.output, "w") as f:
         json.dump(report, f, indent=2)
-    print("speedup_vs_pytorch_grad_cam=%.2f overhead_vs_forward=%.2f" % (speedup, overhead))
+    print("speedup_vs_pytorch_grad_cam=%.2f overhead_vs_network=%.2f cold_start_vs_tf_import=%.2f" % (
+        report["speedup_vs_pytorch_grad_cam"], report["overhead_vs_network"], report["cold_start_vs_tf_import"]))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from ggcam import guided_relu
 from ggcam.models.base import Model, ModelError
 from ggcam.models.detect import depends_on
 from ggcam.targets import Target, encode
+from ggcam.timing import stamp
 from ggcam.tf_compat import tf, tf2
 
 
@@ -79,6 +80,7 @@ class GuidedGradCamGraph:
             self.fetches = {"logits": logits, "label": label, "conv_activations": conv,
                             "conv_gradient": conv_grad, "guided_backprop": input_grad}
         self.graph.finalize()
+        stamp("graph_build")
         self.closed = False
         self.session = tf.Session(graph=self.graph, config=config)
         try:
@@ -86,6 +88,7 @@ class GuidedGradCamGraph:
         except Exception:
             self.session.close()
             raise
+        stamp("session_and_restore")
 
     # --------------------------------------------------------------- running
 

@@ -53,9 +53,14 @@ def test_speed_benchmark_runs_on_two_images_and_torch_logits_agree(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(output.read_text())
     tools = {r["tool"] for r in report["rows"]}
-    assert tools == {"this project", "this project, 5 pictures", "forward only (floor)", "seed pipeline shape",
-                     "pytorch-grad-cam"}
+    assert tools == {"this project", "this project, 5 pictures", "network pass (floor)", "forward only",
+                     "seed pipeline shape", "pytorch-grad-cam"}
     # the PyTorch MobileNet V1 carries the same weights and reproduces TF's SAME padding
     assert report["pytorch_grad_cam_logits_max_abs_diff"] < 1e-3
-    assert result.stdout.strip().splitlines()[-1].startswith("speedup_vs_pytorch_grad_cam=")
+    summary = result.stdout.strip().splitlines()[-1]
+    assert [w.split("=")[0] for w in summary.split()] == [
+        "speedup_vs_pytorch_grad_cam", "overhead_vs_network", "cold_start_vs_tf_import"], summary
+    cold = report["cold_start"]
+    assert cold["vs_tf_import"] > 0 and cold["help_s"] < cold["first_picture_s"]
+    assert report["by_batch"]["1"]["overhead_vs_network"] > 0
     assert report["cold_start"]["first_picture_s"] <= report["cold_start"]["exit_s"]

@@ -106,3 +106,25 @@ def test_overlay_and_panel_shapes():
 def test_gradcam_module_does_not_import_tensorflow():
     code = "import sys, gradcam; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+@pytest.mark.parametrize("percentile", [99.5, 99.99, 50.0, 33.3, 1.0, 0.0, 100.0])
+def test_abs_percentile_is_numpys_to_the_last_bit(percentile):
+    rng = np.random.RandomState(3)
+    arrays = [rng.normal(size=(224, 224, 3)), rng.standard_cauchy(size=(300, 451, 3)),
+              np.zeros((50, 50, 3)), np.ones((3, 3)), rng.randint(-3, 4, size=(224, 224, 3)),
+              np.r_[np.zeros(100000), rng.normal(size=10)],  # the top is a handful of values
+              rng.normal(size=(224, 224, 3)) * (rng.rand(224, 224, 3) < 0.01)]
+    arrays += [rng.normal(size=rng.randint(1, 3000)) for _ in range(40)]
+    for x in arrays:
+        x = x.astype(np.float32)
+        assert gc.abs_percentile(x, percentile) == float(np.percentile(np.abs(x), percentile)), x.shape
+
+
+def test_abs_percentile_falls_back_when_the_sampled_threshold_is_too_high():
+    # The sample (every 100th value) sees 100 tens among zeros, while 3000 fives sit between
+    # its points: its threshold (10) keeps too few values, so the full partition answers.
+    x = np.zeros(409600, np.float32)
+    x[np.arange(100) * 100] = 10.0
+    x[np.arange(3000) * 100 + 1] = 5.0
+    assert gc.abs_percentile(x, 99.5) == float(np.percentile(x, 99.5)) == 5.0
