@@ -22,6 +22,8 @@ from ggcam.targets import Target
 
 # Measured with benchmarks/tf_build.py: 8 gave the most images/s on a 2-core machine.
 DEFAULT_BATCH_SIZE = 8
+# Set when run as a script: a one-image run then starts TF 1.15 without oneDNN (see run_single).
+QUICK_START = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +72,8 @@ def make_explainer(args: argparse.Namespace):
     from ggcam.explainer import Explainer  # TensorFlow loads here, once the inputs are known to be usable
     stamp("import_tensorflow_and_ggcam")
     ex = Explainer(layer=args.layer, guided_relu6=args.guided_relu6, fusion=args.fusion,
-                   batch_size=args.batch_size, max_side=args.max_side, **cli.model_kwargs(args))
+                   batch_size=args.batch_size, max_side=args.max_side, cache_graph=True,
+                   **cli.model_kwargs(args))
     for note in ex.model.notes:
         if not (args.layer and note.startswith("layer:")):  # the automatic choice was not used
             print("note: %s" % note, file=sys.stderr)
@@ -92,6 +95,11 @@ def list_layers(args: argparse.Namespace) -> int:
 def run_single(args: argparse.Namespace, path: str, target: Target) -> int:
     photo = image_io.load_image(path, args.max_side)
     image_io.check_writable(args.output_dir or ".")
+    if QUICK_START and "tensorflow" not in sys.modules:
+        # intel-tensorflow 1.15 spends about 1 s preparing oneDNN kernels on a graph's first
+        # run, 20 times what one image's pass costs with its plain kernels (README, "Speed").
+        # Read once, at import; TF 2 ignores it. TF_DISABLE_MKL=0 keeps oneDNN.
+        os.environ.setdefault("TF_DISABLE_MKL", "1")
     with make_explainer(args) as ex:
         (result,), = ex.explain_photos([photo], [[target]], [path])
         stamp("first_run")
@@ -147,4 +155,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    QUICK_START = True
     sys.exit(main())

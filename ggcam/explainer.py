@@ -43,18 +43,20 @@ class Explainer:
     (HDF5), ``meta_graph=`` (with ``checkpoint=``); for files, ``input_tensor``,
     ``logits_tensor``, ``input_range`` ((lo, hi)), ``labels`` (a file of class names) and
     ``trust_model`` as for the command line; or a ``Model`` description. ``explain``
-    returns one ``Explanation`` per image and target.
+    returns one ``Explanation`` per image and target. ``cache_graph=True``: a zoo model's
+    graph comes from the graph cache when it was built before (``ggcam.graph_cache``), as
+    for the command lines.
     """
 
     def __init__(self, model: Union[None, str, Model] = None, layer: Optional[str] = None,
                  guided_relu6: str = "exact", fusion: str = "paper", batch_size: int = 8,
                  max_side: int = image_io.DEFAULT_MAX_SIDE, config: Optional[tf.ConfigProto] = None,
-                 **model_files):
+                 cache_graph: bool = False, **model_files):
         if not isinstance(model, Model):
             model = make_model(model=model, **model_files)
         elif model_files:
             raise ValueError("give either a Model or model arguments, not both")
-        self.graph = GuidedGradCamGraph(model, layer, guided_relu6, config)
+        self.graph = GuidedGradCamGraph(model, layer, guided_relu6, config, cache=cache_graph)
         self.model = self.graph.model
         self.names = self.model.class_names
         self.fusion, self.batch_size, self.max_side = fusion, batch_size, max_side

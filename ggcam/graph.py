@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ggcam import guided_relu
+from ggcam import graph_cache, guided_relu
 from ggcam.models.base import Model, ModelError
 from ggcam.models.detect import depends_on
 from ggcam.targets import Target, encode
@@ -35,10 +35,47 @@ class GuidedGradCamGraph:
     of a linear op). Use as a context manager or call ``close()``.
     """
 
+    # The graph's own tensors, by attribute; with the model's, they are what a cache entry names.
+    _TENSORS = ("photo", "resized", "resized_grad", "photo_grad", "images", "targets")
+
     def __init__(self, model: Model, layer: Optional[str] = None, guided_relu6: str = "exact",
-                 config: Optional[tf.ConfigProto] = None):
+                 config: Optional[tf.ConfigProto] = None, cache: bool = False):
+        """cache=True: import the graph from ``ggcam.graph_cache`` when an entry matches, and
+        keep it there after building it (models that can say what they are built from)."""
         model.prepare()
         self.model = model
+        identity = model.cache_identity() if cache else None
+        # A cacheable model knows its default layer before it is built; an imported one finds it then.
+        name = graph_cache.key(dict(identity, layer=layer or model.default_layer, guided_relu6=guided_relu6)) \
+            if identity else None
+        entry = graph_cache.load(name) if name else None
+        if entry is not None:
+            try:
+                self._import(*entry)
+            except Exception:  # an entry that does not fit: build as if there were none
+                entry = None
+        if entry is None:
+            self._build(layer, guided_relu6)
+        self.graph.finalize()
+        stamp("graph_build")
+        self.closed = False
+        self.session = tf.Session(graph=self.graph, config=config)
+        try:
+            if entry is not None:
+                model.restore_imported(self.session)
+            else:
+                model.restore(self.session)
+        except Exception:
+            self.session.close()
+            raise
+        if name and entry is None:
+            graph_cache.save(name, model.without_saver(self.graph.as_graph_def()), self._names())
+        stamp("session_and_restore")
+
+    def _build(self, layer: Optional[str], guided_relu6: str) -> None:
+        """Make every op: the resize and its adjoint, the model under the guided override,
+        the target's score and the gradients."""
+        model = self.model
         height, width = model.input_size
         self.graph = tf.Graph()
         overrides = guided_relu.override_map(guided_relu6)
@@ -79,16 +116,26 @@ class GuidedGradCamGraph:
                     model.name, self.layer_name if conv_grad is None else "the input image"))
             self.fetches = {"logits": logits, "label": label, "conv_activations": conv,
                             "conv_gradient": conv_grad, "guided_backprop": input_grad}
-        self.graph.finalize()
-        stamp("graph_build")
-        self.closed = False
-        self.session = tf.Session(graph=self.graph, config=config)
-        try:
-            model.restore(self.session)
-        except Exception:
-            self.session.close()
-            raise
-        stamp("session_and_restore")
+
+    def _names(self) -> Dict:
+        """What a cache entry needs besides the GraphDef: tensor names and flags."""
+        return {"tensors": {k: getattr(self, k).name for k in self._TENSORS},
+                "fetches": {k: t.name for k, t in self.fetches.items()},
+                "layer_name": self.layer_name, "plain_layer_pass": self.plain_layer_pass,
+                "model": self.model.imported_state()}
+
+    def _import(self, graph_def, names: Dict) -> None:
+        """The graph of a cache entry (see ``_names``)."""
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.import_graph_def(graph_def, name="")
+            tensor = self.graph.get_tensor_by_name
+            for k in self._TENSORS:
+                setattr(self, k, tensor(names["tensors"][k]))
+            self.fetches = {k: tensor(v) for k, v in names["fetches"].items()}
+            self.layer_name = names["layer_name"]
+            self.plain_layer_pass = bool(names["plain_layer_pass"])
+            self.model.attach_imported(self.graph, names["model"])
 
     # --------------------------------------------------------------- running
 

@@ -16,6 +16,15 @@ SEED_IMAGES = os.path.join(SHARED, "seed", "images")
 ARTIFACTS_ENV = "GRADCAM_TEST_ARTIFACTS"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def graph_cache_folder(tmp_path_factory) -> str:
+    """The command lines keep built graphs (ggcam.graph_cache); under the tests, in a folder
+    of the session's, not the user's cache. Subprocesses inherit it."""
+    folder = str(tmp_path_factory.mktemp("graph_cache"))
+    os.environ["GGCAM_GRAPH_CACHE"] = folder
+    return folder
+
+
 @pytest.fixture(scope="session")
 def seed_images() -> str:
     """The seed's example images, from ../shared (skips when it is absent)."""
@@ -49,23 +58,24 @@ def shared_graphs():
     from ggcam import explainer, graph as graph_mod
     from ggcam.models.slim import SlimModel
     real = graph_mod.GuidedGradCamGraph
-    cache = {}
+    built = {}
 
     class SharedGraph(real):
         """A subclass, so isinstance checks keep working while the patch is in place."""
 
-        def __new__(cls, model, layer=None, guided_relu6: str = "exact", config=None):
+        def __new__(cls, model, layer=None, guided_relu6: str = "exact", config=None, cache=False):
+            # cache (the graph cache) is ignored: the session's graphs are shared in memory
             key = None
             if isinstance(model, SlimModel) and config is None:
                 key = (model.name, os.path.abspath(model.checkpoint), layer, guided_relu6)
-            if key is None or key not in cache:
+            if key is None or key not in built:
                 g = object.__new__(cls)
                 real.__init__(g, model, layer, guided_relu6, config)  # raises for a bad checkpoint
                 if key is None:
                     return g
                 g._shared = True
-                cache[key] = g
-            return cache[key]
+                built[key] = g
+            return built[key]
 
         def __init__(self, *args, **kwargs):  # built in __new__
             pass
@@ -78,12 +88,12 @@ def shared_graphs():
     patch.setattr(explainer, "GuidedGradCamGraph", SharedGraph)
     patch.setattr(graph_mod, "GuidedGradCamGraph", SharedGraph)
     try:
-        yield cache
+        yield built
     finally:
         patch.undo()
-        for g in cache.values():
+        for g in built.values():
             real.close(g)
-        cache.clear()
+        built.clear()
 
 
 def mobilenet_graph(layer=None, guided_relu6: str = "exact"):

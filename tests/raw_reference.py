@@ -63,17 +63,25 @@ def _photo(name: str) -> np.ndarray:
     return image_io.load_image(os.path.join(ROOT, "images", name))
 
 
+def entry_of(raw) -> Dict:
+    """The fingerprint entry of a raw.npz (its arrays; no guided_backprop_image)."""
+    entry = {"label": int(raw["label"]), "logits": _short(raw["logits"])}
+    entry.update({k: fingerprint(raw[k]) for k in ARRAYS[1:] if k in raw})
+    return entry
+
+
 def mismatches(reference: Dict, current: Dict) -> List[str]:
-    """What differs beyond 1e-5 of each array's scale (logits: of the largest magnitude)."""
+    """What of ``current`` (entries, each with any of the arrays) differs from ``reference``
+    beyond 1e-5 of each array's scale (logits: of the largest magnitude)."""
     problems = []
-    for key, ref in reference.items():
-        now = current[key]
+    for key, now in current.items():
+        ref = reference[key]
         if now["label"] != ref["label"]:
             problems.append("%s: label %d, reference %d" % (key, now["label"], ref["label"]))
         logits, ref_logits = np.array(now["logits"]), np.array(ref["logits"])
         if logits.shape != ref_logits.shape or np.abs(logits - ref_logits).max() > 1e-5 * max(1.0, np.abs(ref_logits).max()):
             problems.append("%s: logits differ" % key)
-        for name in ARRAYS[1:]:
+        for name in [n for n in ARRAYS[1:] if n in now]:  # raw.npz has no guided_backprop_image
             a, b = now[name], ref[name]
             if a["shape"] != b["shape"]:
                 problems.append("%s %s: shape %s, reference %s" % (key, name, a["shape"], b["shape"]))

@@ -107,6 +107,29 @@ class Model:
     def restore(self, session: tf.Session) -> None:
         """Load the weights into ``session`` (nothing for frozen graphs)."""
 
+    # --------------------------------------------------------------- graph cache (ggcam.graph_cache)
+
+    def cache_identity(self) -> Optional[Dict]:
+        """What the model's graph is built from (JSON-ready), or None: not cached. Models read
+        from a user's file are not: importing that file is what building them costs."""
+        return None
+
+    def imported_state(self) -> Dict:
+        """After ``build``: the tensor names ``attach_imported`` needs (JSON-ready)."""
+        raise NotImplementedError
+
+    def without_saver(self, graph_def):
+        """The built GraphDef as a cache entry keeps it: without ops that touch files."""
+        raise NotImplementedError
+
+    def attach_imported(self, graph: tf.Graph, state: Dict) -> None:
+        """Instead of ``build``: take the model's tensors from an imported cache entry."""
+        raise NotImplementedError
+
+    def restore_imported(self, session: tf.Session) -> None:
+        """Load the weights into a session over an imported cache entry."""
+        raise NotImplementedError
+
     # --------------------------------------------------------------- layers
 
     def layers(self) -> "OrderedDict[str, tf.Tensor]":

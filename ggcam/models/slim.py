@@ -1,4 +1,5 @@
 """Networks built from code (TF-slim): our MobileNet V1 and the nets that ship in tf_slim."""
+import glob
 import importlib
 import inspect
 import os
@@ -112,6 +113,8 @@ class SlimModel(Model):
         self.class_names = class_names
         self._end_points = OrderedDict()  # type: OrderedDict[str, tf.Tensor]
         self._saver = None
+        self._saver_variables = []  # type: List[str]
+        self._assigns = []  # type: List[tf.Operation]
 
     def prepare(self) -> None:
         if not checkpoint_exists(self.checkpoint):
@@ -136,6 +139,7 @@ class SlimModel(Model):
             raise ModelError("%s; fetch it with: %s%s" % (problems[0], fix, "" if "no checkpoint" in problems[0]
                                                            else " --force"))
         self._saver = tf.train.Saver(variables)
+        self._saver_variables = [v.op.name for v in variables]
         return logits
 
     def restore(self, session: tf.Session) -> None:
@@ -143,6 +147,44 @@ class SlimModel(Model):
             self._saver.restore(session, self.checkpoint)
         except tf.errors.OpError as exc:
             raise ModelError("cannot restore %s: %s" % (self.checkpoint, exc.message.splitlines()[0]))
+
+    # --------------------------------------------------------------- graph cache
+
+    def cache_identity(self) -> Optional[Dict]:
+        files = [self.checkpoint] + glob.glob(glob.escape(self.checkpoint) + ".*")
+        stats = sorted((os.path.basename(f), os.stat(f).st_size, os.stat(f).st_mtime_ns)
+                       for f in files if os.path.isfile(f))
+        return {"model": self.name, "checkpoint": os.path.abspath(self.checkpoint), "files": stats}
+
+    def imported_state(self) -> Dict:
+        return {"logits": self.logits.name, "model_input": self.model_input.name,
+                "end_points": [[k, v.name] for k, v in self._end_points.items()],
+                "variables": sorted(self._saver_variables)}
+
+    def without_saver(self, graph_def):
+        # The Saver's ops read and write files: an entry holds none (graph_cache checks).
+        scope = self._saver.saver_def.filename_tensor_name.split("/")[0] + "/"
+        kept = tf.GraphDef()
+        kept.versions.CopyFrom(graph_def.versions)
+        kept.library.CopyFrom(graph_def.library)
+        kept.node.extend(n for n in graph_def.node if not n.name.startswith(scope))
+        return kept
+
+    def attach_imported(self, graph: tf.Graph, state: Dict) -> None:
+        self.logits = graph.get_tensor_by_name(state["logits"])
+        self.model_input = graph.get_tensor_by_name(state["model_input"])
+        self._end_points = OrderedDict((k, graph.get_tensor_by_name(v)) for k, v in state["end_points"])
+        self._saver_variables = list(state["variables"])
+        self._assigns = [graph.get_operation_by_name(v + "/Assign") for v in self._saver_variables]
+
+    def restore_imported(self, session: tf.Session) -> None:
+        # Each variable's own initializing assignment, fed the checkpoint's value.
+        try:
+            reader = tf.train.load_checkpoint(self.checkpoint)
+            feeds = {a.inputs[1]: reader.get_tensor(v) for v, a in zip(self._saver_variables, self._assigns)}
+            session.run(self._assigns, feeds)
+        except (tf.errors.OpError, ValueError) as exc:
+            raise ModelError("cannot restore %s: %s" % (self.checkpoint, str(exc).splitlines()[0]))
 
     def layers(self) -> "OrderedDict[str, tf.Tensor]":
         """The network's 4-D end points, in network order (the classifier's outputs left out)."""

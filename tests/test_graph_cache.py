@@ -1,0 +1,117 @@
+"""The graph cache (ggcam.graph_cache): an imported entry computes what the built graph does,
+and an entry that does not fit, or holds a file op, is never used."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from ggcam import graph_cache
+from ggcam.graph import GuidedGradCamGraph
+from ggcam.models.slim import SlimModel
+from ggcam.tf_compat import tf
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("graphs"))
+    saved = os.environ.get(graph_cache.ENV)
+    os.environ[graph_cache.ENV] = path
+    yield path
+    os.environ[graph_cache.ENV] = saved
+
+
+@pytest.fixture(scope="module")
+def built_and_imported(folder):
+    """The same model built (writing the entry) and then imported from it, and a test batch."""
+    built = GuidedGradCamGraph(SlimModel("mobilenet_v1"), cache=True)
+    assert len(glob.glob(os.path.join(folder, "*.pb"))) == 1
+    imported = GuidedGradCamGraph(SlimModel("mobilenet_v1"), cache=True)
+    photos = [np.random.RandomState(0).uniform(0, 1, (224, 224, 3)).astype(np.float32),
+              np.random.RandomState(1).uniform(0, 1, (300, 451, 3)).astype(np.float32)]
+    yield built, imported, photos
+    built.close()
+    imported.close()
+
+
+def test_an_imported_graph_computes_the_same_arrays(built_and_imported):
+    built, imported, photos = built_and_imported
+    # The import path made it: an entry holds no Saver, a built graph has one.
+    assert any(op.name.startswith("save/") for op in built.graph.get_operations())
+    assert not any(op.name.startswith("save/") for op in imported.graph.get_operations())
+    a, b = built.run(photos), imported.run(photos)
+    assert sorted(a) == sorted(b)
+    for name in a:  # guided_backprop_image is a list (one array per photo size)
+        for x, y in zip(a[name], b[name]):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+def test_an_imported_model_knows_its_layers(built_and_imported):
+    built, imported, _ = built_and_imported
+    assert list(imported.model.layers()) == list(built.model.layers())
+    assert imported.layer_name == built.layer_name and imported.plain_layer_pass == built.plain_layer_pass
+
+
+def test_the_key_follows_layer_rule_and_checkpoint(built_and_imported, tmp_path):
+    model = SlimModel("mobilenet_v1")
+    identity = model.cache_identity()
+    keys = {graph_cache.key(dict(identity, layer=layer, guided_relu6=rule))
+            for layer in ("Conv2d_13_pointwise", "Conv2d_11_pointwise") for rule in ("exact", "seed")}
+    assert len(keys) == 4
+    # a checkpoint rewritten in place (same path, new size or time) is another model
+    copy = tmp_path / "ckpt"
+    for f in glob.glob(model.checkpoint + ".*"):
+        (tmp_path / ("ckpt" + f[len(model.checkpoint):])).write_bytes(open(f, "rb").read())
+    other = SlimModel("mobilenet_v1", checkpoint=str(copy)).cache_identity()
+    assert other != identity
+    os.utime(str(copy) + ".index", ns=(1, 1))
+    assert SlimModel("mobilenet_v1", checkpoint=str(copy)).cache_identity() != other
+
+
+def test_unreadable_or_refused_entries_are_not_loaded(built_and_imported, folder):
+    name = os.path.basename(glob.glob(os.path.join(folder, "*.pb"))[0])[:-3]
+    graph_def, names = graph_cache.load(name)
+    with_file_op = tf.GraphDef()
+    with_file_op.CopyFrom(graph_def)
+    with tf.Graph().as_default() as g:
+        tf.io.read_file("/etc/passwd", name="sneaky")
+    with_file_op.node.extend(g.as_graph_def().node)
+    graph_cache.save("planted", with_file_op, names)
+    assert graph_cache.load("planted") is None
+    with open(os.path.join(folder, "planted.pb"), "wb") as f:
+        f.write(graph_def.SerializeToString()[:1000])  # truncated
+    assert graph_cache.load("planted") is None
+    assert graph_cache.load("absent") is None
+
+
+def test_a_broken_entry_is_rebuilt_and_replaced(built_and_imported, folder):
+    built, _, photos = built_and_imported
+    pb = glob.glob(os.path.join(folder, "*.pb"))
+    entry = [p for p in pb if "planted" not in p][0]
+    with open(entry, "wb") as f:
+        f.write(b"not a graph")
+    with GuidedGradCamGraph(SlimModel("mobilenet_v1"), cache=True) as rebuilt:
+        np.testing.assert_array_equal(rebuilt.run(photos[:1])["logits"], built.run(photos[:1])["logits"])
+    assert graph_cache.load(os.path.basename(entry)[:-3]) is not None
+
+
+def test_off_and_unwritable_folders_keep_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv(graph_cache.ENV, "off")
+    assert graph_cache.folder() is None and graph_cache.load("x") is None
+    graph_cache.save("x", tf.GraphDef(), {})  # nothing, no error
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv(graph_cache.ENV, str(blocker / "graphs"))
+    graph_cache.save("x", tf.GraphDef(), {})  # cannot make the folder: no error
+    assert not (blocker / "graphs").exists()
+
+
+def test_the_newest_entries_are_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv(graph_cache.ENV, str(tmp_path))
+    for i in range(graph_cache.KEEP + 3):
+        graph_cache.save("e%02d" % i, tf.GraphDef(), {})
+        os.utime(str(tmp_path / ("e%02d.json" % i)), (i, i))
+    graph_cache.save("last", tf.GraphDef(), {})
+    kept = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / "*.json")))
+    assert len(kept) == graph_cache.KEEP and "last.json" in kept and "e00.json" not in kept
+    assert len(glob.glob(str(tmp_path / "*.pb"))) == graph_cache.KEEP
