@@ -42,8 +42,8 @@ def _register() -> None:
             return gen_nn_ops.relu6_grad(grad, x)
         # True ReLU6 derivative (1 on 0 < x < 6, else 0), gated by positive upstream gradient.
         # As two ReluGrads (x > 0, then 6 - x > 0) rather than one Relu6Grad: the same values
-        # bit for bit, and 12% off the network pass on intel-tensorflow, whose Relu6Grad
-        # kernel alone took 28% of it (benchmarks/profile_job.py, README "Speed").
+        # bit for bit, and 10 to 15% off the network pass on intel-tensorflow, whose Relu6Grad
+        # kernel alone took 30% of its op time (README, "Speed", lever table).
         return gen_nn_ops.relu_grad(gen_nn_ops.relu_grad(positive(grad), x), 6.0 - x)
 
     def guided_relu6_seed_grad(op, grad):
