@@ -24,6 +24,7 @@ _plain = [False]  # read while tf.gradients builds the backward ops, not when th
 def _register() -> None:
     from tensorflow.python.framework import ops
     from tensorflow.python.ops import gen_nn_ops
+    from tensorflow.python.ops import math_ops
     from tensorflow.python.ops import nn_ops
 
     def positive(grad):
@@ -44,7 +45,12 @@ def _register() -> None:
         # As two ReluGrads (x > 0, then 6 - x > 0) rather than one Relu6Grad: the same values
         # bit for bit, and 10 to 15% off the network pass on intel-tensorflow, whose Relu6Grad
         # kernel alone took 30% of its op time (README, "Speed", lever table).
-        return gen_nn_ops.relu_grad(gen_nn_ops.relu_grad(positive(grad), x), 6.0 - x)
+        gated = gen_nn_ops.relu_grad(positive(grad), x)
+        # 6 - x made when the gradient arrives: made in the forward pass, each layer's copy would
+        # be held until the backward pass (160 MB more at batch 8, benchmarks/memory.py).
+        with ops.control_dependencies([gated]):
+            below_six = math_ops.subtract(6.0, x)
+        return gen_nn_ops.relu_grad(gated, below_six)
 
     def guided_relu6_seed_grad(op, grad):
         if _plain[0]:
