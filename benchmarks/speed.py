@@ -1,6 +1,6 @@
 """make bench: the full Guided Grad-CAM job, side by side, on this machine.
 
-    .venv/bin/python benchmarks/speed.py [--images 32] [--batches 1,8,32] [--repeats 3]
+    .venv/bin/python benchmarks/speed.py [--images 32] [--batches 1,8,32] [--repeats 5]
 
 The full job per image: JPEG decode, preprocessing, forward, backward, fusion and the pictures
 encoded as PNG in memory (disk writes excluded). Inputs are 224x224 JPEGs cut from the example
@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -137,6 +137,18 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
+def interleaved_best(fns: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, float]:
+    """Best seconds of each of ``fns``, run in turn once per round: on a shared machine the slow
+    spells then fall on every variant alike, so ratios between them hold."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
 def row(tool: str, batch: int, n: int, seconds: float, **extra) -> Dict:
     return dict(tool=tool, batch=batch, images=n, images_per_s=n / seconds,
                 ms_per_image=1000.0 * seconds / n, **extra)
@@ -221,7 +233,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--batches", default="1,8,32")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--levers", action="store_true", help="also time thread and overlap settings")
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
     args = parser.parse_args()
@@ -240,16 +252,16 @@ def main() -> None:
 
         with explainer.Explainer() as ex:
             for batch in batches:
-                ours(ex, paths[:batch], batch)  # warm-up
-                rows.append(row("this project", batch, n, best_time(lambda: ours(ex, paths, batch), args.repeats)))
-                rows.append(row("this project, 5 pictures", batch, n, best_time(
-                    lambda: ours(ex, paths, batch, encoded=explanation.PICTURES), args.repeats)))
+                variants = {
+                    "this project": lambda: ours(ex, paths, batch),
+                    "this project, 5 pictures": lambda: ours(ex, paths, batch, encoded=explanation.PICTURES),
+                    "network pass (floor)": lambda: network_pass(ex.graph, paths, batch),
+                    "forward only": lambda: forward_only(ex.graph, paths, batch)}
+                ours(ex, paths[:batch], batch)  # warm-ups
                 network_pass(ex.graph, paths[:batch], batch)
-                rows.append(row("network pass (floor)", batch, n,
-                                best_time(lambda: network_pass(ex.graph, paths, batch), args.repeats)))
                 forward_only(ex.graph, paths[:batch], batch)
-                rows.append(row("forward only", batch, n,
-                                best_time(lambda: forward_only(ex.graph, paths, batch), args.repeats)))
+                for tool, seconds in interleaved_best(variants, args.repeats).items():
+                    rows.append(row(tool, batch, n, seconds))
         report["this_project_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
         if args.levers:

@@ -64,3 +64,21 @@ def test_speed_benchmark_runs_on_two_images_and_torch_logits_agree(tmp_path):
     assert cold["vs_tf_import"] > 0 and cold["help_s"] < cold["first_picture_s"]
     assert report["by_batch"]["1"]["overhead_vs_network"] > 0
     assert report["cold_start"]["first_picture_s"] <= report["cold_start"]["exit_s"]
+
+
+def test_speed_variants_take_turns_and_each_keeps_its_best_round(monkeypatch):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import speed
+    clock, calls = [0.0], []
+    costs = {"a": iter([3.0, 1.0, 2.0]), "b": iter([5.0, 6.0, 4.0])}
+
+    def variant(name):
+        def run():
+            calls.append(name)
+            clock[0] += next(costs[name])
+        return run
+
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: clock[0])
+    best = speed.interleaved_best({"a": variant("a"), "b": variant("b")}, repeats=3)
+    assert calls == ["a", "b"] * 3
+    assert best == {"a": 1.0, "b": 4.0}
