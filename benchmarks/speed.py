@@ -128,13 +128,8 @@ def seed_shape(paths: List[str]) -> None:
             encode_png(picture)
 
 
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def best_time(fn: Callable[[], None], repeats: int) -> float:
+    return interleaved_best({"": fn}, repeats)[""]
 
 
 def interleaved_best(fns: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, float]:

@@ -67,7 +67,7 @@ def test_speed_benchmark_runs_on_two_images_and_torch_logits_agree(tmp_path):
 
 
 def test_speed_variants_take_turns_and_each_keeps_its_best_round(monkeypatch):
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
     import speed
     clock, calls = [0.0], []
     costs = {"a": iter([3.0, 1.0, 2.0]), "b": iter([5.0, 6.0, 4.0])}
