@@ -97,7 +97,8 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
         results_mod.write(out_root, listed)
         gallery.write(out_root, listed)
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
     bar = tqdm(total=len(jobs), initial=skipped, unit="img", file=sys.stderr, disable=args.quiet,
                dynamic_ncols=True)
     explainer_obj = None
@@ -141,7 +142,9 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
             bar.update(len(chunk))
     except KeyboardInterrupt as exc:
         bar.close()
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        # A second Ctrl-C must not cut the reports short; they take milliseconds.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         write_reports()
         print("interrupted: results in %s cover %d explanation(s) finished by this run"
               % (out_root, finished_now), file=sys.stderr)
@@ -151,7 +154,9 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
         write_reports()  # what finished stays recorded; the error is reported by main()
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
         if explainer_obj is not None:
             explainer_obj.close()
     bar.close()

@@ -1,10 +1,9 @@
 """Reading photos into RGB arrays and writing pictures and arrays atomically."""
 import os
-import signal
+import secrets
 import struct
 import sys
 import tempfile
-import threading
 import warnings
 import zlib
 from typing import Callable, Dict, Optional
@@ -148,33 +147,35 @@ def load_image(path: str, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
         raise ImageError("corrupt or truncated image: %s (%s)" % (path, exc))
 
 
-_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
 def _atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Write through a temporary file in the same folder, then rename into place.
 
-    Ctrl-C and SIGTERM are held back while the file is written (they take effect right
-    after), so an interruption never leaves a temporary file behind.
+    ``write`` must create the file it is given (mode "x"). The temporary name is chosen before
+    the file exists, so an exception at any point, Ctrl-C and SIGTERM included, leaves neither
+    a temporary file nor a partial ``path``. (Holding the signals back with a thread mask does
+    not do that: the kernel hands them to TensorFlow's threads, and Python then raises in the
+    main thread mid-write anyway.)
     """
     folder = os.path.dirname(os.path.abspath(path))
-    main_thread = threading.current_thread() is threading.main_thread()
-    if main_thread:
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    tmp = os.path.join(folder, ".tmp-%s%s" % (secrets.token_hex(8), os.path.splitext(path)[1]))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+        write(tmp)
+        os.replace(tmp, path)
+    except FileExistsError:
+        raise  # another writer's file by that name (not ours to remove)
+    except BaseException as exc:
         try:
-            os.close(fd)
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-            write(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-    finally:
-        if main_thread:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        # Ctrl-C inside zipfile (np.savez) surfaces as the ValueError its cleanup raises;
+        # callers that record a failed file and go on must see the interruption instead.
+        cause = exc.__context__
+        while cause is not None and not isinstance(exc, KeyboardInterrupt):
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause
+            cause = cause.__context__
+        raise
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -235,7 +236,7 @@ def save_picture(path: str, picture: np.ndarray) -> None:
 def atomic_write_text(path: str, text: str) -> None:
     """Write a UTF-8 text file atomically."""
     def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
     _atomic_write(path, write)
 
@@ -243,7 +244,7 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write a binary file atomically."""
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
     _atomic_write(path, write)
 
@@ -251,7 +252,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 def save_arrays(path: str, arrays: Dict[str, np.ndarray]) -> None:
     """Write a .npz atomically."""
     def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
+        with open(tmp, "xb") as f:
             np.savez(f, **arrays)
     _atomic_write(path, write)
 

@@ -1,0 +1,98 @@
+"""Atomic writes (ggcam.image_io): an exception at any moment, as Ctrl-C or SIGTERM raise one,
+leaves either the old file or the new one, and no temporary file."""
+import os
+import stat
+import sys
+
+import numpy as np
+import pytest
+
+from ggcam import image_io
+
+NEW_ARRAY = np.arange(5000, dtype=np.float32)
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def holds_new_array(path: str) -> bool:
+    with np.load(path) as npz:
+        return np.array_equal(npz["a"], NEW_ARRAY)
+
+
+WRITERS = {
+    "text": (lambda path: image_io.atomic_write_text(path, "new\n" * 5000),
+             lambda path: read(path) == b"new\n" * 5000),
+    "bytes": (lambda path: image_io.atomic_write_bytes(path, b"\x89new" * 5000),
+              lambda path: read(path) == b"\x89new" * 5000),
+    "arrays": (lambda path: image_io.save_arrays(path, {"a": NEW_ARRAY}), holds_new_array),
+}
+
+
+def interrupted_at(n: int, call) -> bool:
+    """Run ``call()``, raising KeyboardInterrupt at the n-th line it executes in any Python frame
+    (where Python would run a signal handler). False when ``call`` finished first."""
+    count = [0]
+
+    def on_line(frame, event, arg):
+        if event == "line":
+            count[0] += 1
+            if count[0] == n:
+                raise KeyboardInterrupt
+        return on_line
+
+    previous = sys.gettrace()
+    sys.settrace(on_line)
+    try:
+        call()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.settrace(previous)
+    return False
+
+
+# An interruption between open() and its `with` leaves the file object to the garbage collector.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_an_interrupt_at_any_line_leaves_the_old_or_the_new_file_and_nothing_else(tmp_path, kind):
+    write, is_new = WRITERS[kind]
+    path = str(tmp_path / ("result.npz" if kind == "arrays" else "result.txt"))
+    old = b"old contents"
+    outcomes = set()
+    n = 1
+    while True:
+        with open(path, "wb") as f:
+            f.write(old)
+        interrupted = interrupted_at(n, lambda: write(path))
+        assert os.listdir(str(tmp_path)) == [os.path.basename(path)], "interrupted at line %d" % n
+        if read(path) == old:
+            assert interrupted
+            outcomes.add("old")
+        else:
+            assert is_new(path), "interrupted at line %d" % n
+            outcomes.add("new")
+        if not interrupted:
+            break
+        n += 1
+    # Interruptions inside tempfile/numpy/zipfile code are covered, not only the first lines.
+    assert n > 20 and outcomes == {"old", "new"}
+
+
+def test_new_files_get_the_usual_permissions(tmp_path):
+    path = str(tmp_path / "a.txt")
+    image_io.atomic_write_text(path, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
+
+
+def test_a_temporary_name_taken_by_another_writer_is_left_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(image_io.secrets, "token_hex", lambda n: "same")
+    theirs = tmp_path / ".tmp-same.txt"
+    theirs.write_text("another writer's")
+    with pytest.raises(FileExistsError):
+        image_io.atomic_write_text(str(tmp_path / "a.txt"), "mine")
+    assert theirs.read_text() == "another writer's" and not (tmp_path / "a.txt").exists()
