@@ -140,6 +140,8 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
                         finished_now += 1
             write_reports()
             bar.update(len(chunk))
+        if not todo:
+            write_reports()  # a run with nothing left to do still lists earlier runs' rows
     except KeyboardInterrupt as exc:
         bar.close()
         # A second Ctrl-C must not cut the reports short; they take milliseconds.
@@ -160,7 +162,6 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
         if explainer_obj is not None:
             explainer_obj.close()
     bar.close()
-    write_reports()
     mine = [rows[k] for _, keys in job_keys for k in keys if k in rows]
     failed = sum(1 for r in mine if r["status"] != "ok")
     others = len(rows) - len(mine)
