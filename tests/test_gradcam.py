@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -89,6 +90,18 @@ def test_heatmap_is_rgb_red_for_high_and_blue_for_low():
     low, high = hm[0, 0], hm[0, 1]
     assert low[2] > 100 and low[0] == 0          # blue in RGB order
     assert high[0] > 100 and high[2] == 0        # red in RGB order
+
+
+@pytest.mark.parametrize("colormap", [cv2.COLORMAP_JET, cv2.COLORMAP_VIRIDIS])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 1), (1, 256), (300, 451)])
+def test_heatmap_is_opencvs_colour_map_pixel_for_pixel(colormap, shape):
+    cam = np.random.RandomState(1).rand(*shape).astype(np.float32)
+    if shape == (1, 256):
+        cam[0] = np.arange(256) / 255.0  # every level
+    expected = cv2.cvtColor(cv2.applyColorMap(gc.to_uint8(cam), colormap), cv2.COLOR_BGR2RGB)
+    got = gc.heatmap(cam, colormap)
+    assert got.shape == shape + (3,) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_overlay_and_panel_shapes():
