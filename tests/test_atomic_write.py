@@ -80,7 +80,7 @@ def test_an_interrupt_at_any_line_leaves_the_old_or_the_new_file_and_nothing_els
             break
         n += 1
     gc.collect()  # finalize zip writers abandoned mid-write while this test's warning filter holds
-    # Interruptions inside tempfile/numpy/zipfile code are covered, not only the first lines.
+    # Interruptions inside numpy, zipfile and io code are covered, not only the first lines.
     assert n > 20 and outcomes == {"old", "new"}
 
 
