@@ -34,7 +34,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ggcam.models import zoo
-from ggcam.registry import FetchError, PackagedFile, download_package, extract_member, open_tar, safe_members
+from ggcam.registry import (FetchError, PackagedFile, download_package, extract_all, extract_member, open_tar,
+                            safe_members)
 
 __all__ = ["FetchError", "RequestError", "SOURCES", "fetch", "check_request", "default_source", "checkpoint_files",
            "expected_variables"]
@@ -90,7 +91,7 @@ def extract(path: str, dest: str, what: str) -> None:
     with open_tar(path, what) as archive:
         members = safe_members(archive, dest)
         try:
-            archive.extractall(dest, members=members)
+            extract_all(archive, dest, members)
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise FetchError("cannot extract %s: %s" % (what, exc))
 

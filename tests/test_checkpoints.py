@@ -160,15 +160,25 @@ def test_mobilenet_archive_of_the_current_format(tmp_path, server):
     (regular("../evil.txt"), "unsafe path"),
     (regular("/tmp/evil_abs.txt"), "unsafe path"),
     (regular("a/../../evil.txt"), "unsafe path"),
-    (link("inception_v1/evil_link", "/etc/passwd"), "links outside"),
-    (link("evil_rel_link", "../../outside"), "links outside"),
-    (link("evil_hard", "/etc/passwd", tarfile.LNKTYPE), "links outside"),
+    (link("inception_v1/evil_link", "/etc/passwd"), "symbolic link"),
+    (link("evil_rel_link", "../../outside"), "symbolic link"),
+    (link("evil_hard", "/etc/passwd", tarfile.LNKTYPE), "hard link"),
     (device("evil_device"), "not a regular file"),
+    # A link that stays inside, then a member written through it: the link alone refuses it
+    # (checked against the file system before extraction, the link did not exist yet).
+    ([link("inside", "."), link("inside/escape", "../../.."), regular("inside/escape/evil.txt")], "symbolic link"),
+    ([regular("member%d" % i, b"") for i in range(12)], "more than 10 members"),
+    ([regular("big", b"x" * 4096)], "more than 0 MB"),
 ])
-def test_malicious_archives_are_refused(tmp_path, server, member, pattern):
+def test_malicious_archives_are_refused(tmp_path, server, member, pattern, monkeypatch):
+    from ggcam import registry
+    monkeypatch.setattr(registry, "MAX_MEMBERS", 10)
+    if pattern == "more than 0 MB":
+        monkeypatch.setattr(registry, "MAX_BYTES", 1024)
     www, url = server
     name = "bad_%s.tar.gz" % tmp_path.name
-    make_tar(www / name, [], [regular(NAME, b"not read: the archive is refused first"), member])
+    members = member if isinstance(member, list) else [member]
+    make_tar(www / name, [], [regular(NAME, b"not read: the archive is refused first")] + members)
     dest = tmp_path / "ckpt"
     with pytest.raises(FetchError, match=pattern) as raised:
         checkpoints.fetch(MODEL, "official", str(dest / NAME), url + name)
