@@ -36,9 +36,12 @@ def built_and_imported(folder):
 
 def test_an_imported_graph_computes_the_same_arrays(built_and_imported):
     built, imported, photos = built_and_imported
-    # The import path made it: an entry holds no Saver, a built graph has one.
-    assert any(op.name.startswith("save/") for op in built.graph.get_operations())
-    assert not any(op.name.startswith("save/") for op in imported.graph.get_operations())
+    # The import path made it: an imported GraphDef brings no variable collection, a built graph has one.
+    assert built.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)
+    assert not imported.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)
+    # Neither holds an op that touches a file (weights are read from the checkpoint and fed).
+    for g in (built, imported):
+        assert not {op.type for op in g.graph.get_operations()} & {"SaveV2", "RestoreV2", "MergeV2Checkpoints"}
     a, b = built.run(photos), imported.run(photos)
     assert sorted(a) == sorted(b)
     for name in a:  # guided_backprop_image is a list (one array per photo size)
@@ -115,3 +118,71 @@ def test_the_newest_entries_are_kept(monkeypatch, tmp_path):
     kept = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / "*.json")))
     assert len(kept) == graph_cache.KEEP and "last.json" in kept and "e00.json" not in kept
     assert len(glob.glob(str(tmp_path / "*.pb"))) == graph_cache.KEEP
+
+
+def test_the_folder_is_made_private(monkeypatch, tmp_path):
+    where = tmp_path / "new" / "graphs"
+    monkeypatch.setenv(graph_cache.ENV, str(where))
+    graph_cache.save("x", tf.GraphDef(), {})
+    assert (os.stat(str(where)).st_mode & 0o777) == 0o700
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    os.chmod(str(loose), 0o755)
+    monkeypatch.setenv(graph_cache.ENV, str(loose))
+    graph_cache.save("x", tf.GraphDef(), {})  # an earlier version's folder: made private
+    assert (os.stat(str(loose)).st_mode & 0o777) == 0o700
+
+
+def test_a_folder_others_can_write_is_refused(built_and_imported, folder, monkeypatch, tmp_path):
+    """Whoever can write the folder decides what runs: not used, not written, said once."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for f in glob.glob(os.path.join(folder, "*")):  # the good entries, in a folder anyone may write
+        (shared / os.path.basename(f)).write_bytes(open(f, "rb").read())
+    os.chmod(str(shared), 0o777)
+    monkeypatch.setenv(graph_cache.ENV, str(shared))
+    before = sorted(os.listdir(str(shared)))
+    model = SlimModel("mobilenet_v1")
+    with GuidedGradCamGraph(model, cache=True) as graph:
+        assert graph.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)  # built, not imported
+    assert any("graph cache refused: %s can be written by others; the graph is built anew and not kept" % shared
+               in n for n in model.notes), model.notes
+    assert sorted(os.listdir(str(shared))) == before
+    assert graph_cache.load(before[0].split(".")[0]) is None
+
+
+def test_entries_that_are_symlinks_or_not_ours_are_refused(built_and_imported, folder):
+    name = os.path.basename([p for p in glob.glob(os.path.join(folder, "*.pb")) if "planted" not in p][0])[:-3]
+    pb = os.path.join(folder, name + ".pb")
+    real = os.path.join(folder, "elsewhere.bin")
+    os.replace(pb, real)
+    os.symlink(real, pb)
+    notes = []
+    assert graph_cache.load(name, notes) is None
+    assert notes == ["graph cache refused: %s is a symlink; the graph is built anew" % pb]
+    os.remove(pb)
+    os.replace(real, pb)
+    if os.getuid() == 0:  # only root can give a file away
+        os.chown(pb, 65534, 65534)
+        notes = []
+        assert graph_cache.load(name, notes) is None and "belongs to another user (uid 65534)" in notes[0]
+        os.chown(pb, 0, 0)
+    os.chmod(pb, 0o666)
+    notes = []
+    assert graph_cache.load(name, notes) is None and "can be written by others" in notes[0]
+    os.chmod(pb, 0o644)
+    assert graph_cache.load(name) is not None
+
+
+def test_an_entry_with_a_disallowed_op_is_refused_with_a_note(built_and_imported, folder):
+    name = os.path.basename([p for p in glob.glob(os.path.join(folder, "*.pb")) if "planted" not in p][0])[:-3]
+    graph_def, names = graph_cache.load(name)
+    with tf.Graph().as_default() as g:
+        tf.data.experimental.TFRecordWriter("/tmp/x").write(tf.data.Dataset.from_tensors(tf.constant("x")))
+    planted = tf.GraphDef()
+    planted.CopyFrom(graph_def)
+    planted.node.extend(g.as_graph_def().node)
+    graph_cache.save("planted2", planted, names)
+    notes = []
+    assert graph_cache.load("planted2", notes) is None
+    assert "(DatasetToTFRecord) reads or writes files" in notes[0]
