@@ -8,7 +8,8 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ggcam import graph_cache, guided_relu
+from ggcam import graph_cache, guided_relu, isolation
+from ggcam.models import safety
 from ggcam.models.base import Model, ModelError
 from ggcam.models.detect import depends_on
 from ggcam.targets import Target, encode
@@ -42,13 +43,21 @@ class GuidedGradCamGraph:
                  config: Optional[tf.ConfigProto] = None, cache: bool = False):
         """cache=True: import the graph from ``ggcam.graph_cache`` when an entry matches, and
         keep it there after building it (models that can say what they are built from)."""
-        model.prepare()
         self.model = model
+        if model.untrusted and isolation.isolated():
+            # A stranger's file: read, chosen from and built once in a child process first, so
+            # that a file which crashes or hangs TensorFlow is an error line, not the end of the run.
+            model.adopt(isolation.run_isolated(lambda: self._trial(layer, guided_relu6), model.path,
+                                               model.file_sizes(), error=ModelError))
+        else:
+            model.prepare()
+        timeout = isolation.run_timeout() if model.untrusted else 0
+        self._options = tf.RunOptions(timeout_in_ms=int(timeout * 1000)) if timeout else None
         identity = model.cache_identity() if cache else None
         # A cacheable model knows its default layer before it is built; an imported one finds it then.
         name = graph_cache.key(dict(identity, layer=layer or model.default_layer, guided_relu6=guided_relu6)) \
             if identity else None
-        entry = graph_cache.load(name) if name else None
+        entry = graph_cache.load(name, model.notes) if name else None
         if entry is not None:
             try:
                 self._import(*entry)
@@ -56,21 +65,31 @@ class GuidedGradCamGraph:
                 entry = None
         if entry is None:
             self._build(layer, guided_relu6)
+            # What runs, however the model's ops were made (imported, rebuilt, gradients added).
+            # (A cache entry is the graph itself, checked by graph_cache.load.)
+            safety.check_graph(self.graph, model.trust_model, model.path or model.name)
         self.graph.finalize()
         stamp("graph_build")
         self.closed = False
         self.session = tf.Session(graph=self.graph, config=config)
         try:
-            if entry is not None:
-                model.restore_imported(self.session)
-            else:
-                model.restore(self.session)
+            model.restore(self.session)
         except Exception:
             self.session.close()
             raise
         if name and entry is None:
-            graph_cache.save(name, model.without_saver(self.graph.as_graph_def()), self._names())
+            graph_cache.save(name, self.graph.as_graph_def(), self._names())
         stamp("session_and_restore")
+
+    def _trial(self, layer: Optional[str], guided_relu6: str) -> Dict:
+        """In the child process of an untrusted file: what ``prepare`` decided, after making sure
+        that building the graph, checking it and reading the weights all work."""
+        self.model.prepare()
+        state = self.model.prepared_state()
+        self._build(layer, guided_relu6)
+        safety.check_graph(self.graph, self.model.trust_model, self.model.path)
+        self.model.read_weights()
+        return state
 
     def _build(self, layer: Optional[str], guided_relu6: str) -> None:
         """Make every op: the resize and its adjoint, the model under the guided override,
@@ -103,14 +122,22 @@ class GuidedGradCamGraph:
                 # Images in a batch are independent (inference-mode batch norm), so the gradient
                 # of the summed target logits gives every image its own gradient in one pass.
                 score = tf.reduce_sum(logits * tf.one_hot(label, model.num_classes))
-                conv_grad, input_grad = tf.gradients(score, [conv, self.images])
-                # Grad-CAM's weights need the unguided gradient at the layer: when guided
-                # rectifiers lie above it (the one that made the layer does not count), a second,
-                # plain backward pass from the logits down to the layer gives it.
-                self.plain_layer_pass = any(guided_relu.is_guided(op) for op in depends_on(logits, conv) - {conv.op})
-                if self.plain_layer_pass:
-                    with guided_relu.plain_gradients():
-                        (conv_grad,) = tf.gradients(score, [conv], name="plain_layer_gradient")
+                try:
+                    conv_grad, input_grad = tf.gradients(score, [conv, self.images])
+                    # Grad-CAM's weights need the unguided gradient at the layer: when guided
+                    # rectifiers lie above it (the one that made the layer does not count), a
+                    # second, plain backward pass from the logits down to the layer gives it.
+                    self.plain_layer_pass = any(guided_relu.is_guided(op)
+                                                for op in depends_on(logits, conv) - {conv.op})
+                    if self.plain_layer_pass:
+                        with guided_relu.plain_gradients():
+                            (conv_grad,) = tf.gradients(score, [conv], name="plain_layer_gradient")
+                except (AttributeError, LookupError, TypeError, ValueError) as exc:
+                    # Ops TensorFlow cannot differentiate as imported (a TF1 while loop read from
+                    # a file has lost its control-flow context), or that have no gradient.
+                    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                    raise ModelError("%s: TensorFlow %s cannot compute the gradient of its logits (%s: %s)"
+                                     % (model.path or model.name, tf.VERSION, type(exc).__name__, lines[0]))
             if conv_grad is None or input_grad is None:
                 raise ModelError("the logits of %s do not depend on %s" % (
                     model.name, self.layer_name if conv_grad is None else "the input image"))
@@ -159,10 +186,21 @@ class GuidedGradCamGraph:
         return self.session.run(self.photo_grad, {self.photo: np.zeros(shape, np.float32),
                                                   self.resized_grad: grad[None]})[0]
 
+    def _run(self, fetches, feeds):
+        """``session.run`` of the model's ops, within the time limit of an untrusted model."""
+        try:
+            return self.session.run(fetches, feeds, options=self._options)
+        except tf.errors.DeadlineExceededError:
+            if self._options is None:
+                raise
+            raise ModelError("%s: one run took longer than %g s, the limit for a model file not trusted (a graph "
+                             "that loops forever?); %s=SECONDS allows more"
+                             % (self.model.path, self._options.timeout_in_ms / 1000.0, isolation.RUN_TIMEOUT_ENV))
+
     def _feed_runs(self, fetches, images: np.ndarray, codes: np.ndarray) -> Dict[str, np.ndarray]:
         """Run ``fetches`` over a batch, in pieces of the model's largest batch."""
         step = self.model.max_batch or len(images)
-        parts = [self.session.run(fetches, {self.images: images[i:i + step], self.targets: codes[i:i + step]})
+        parts = [self._run(fetches, {self.images: images[i:i + step], self.targets: codes[i:i + step]})
                  for i in range(0, len(images), step)]
         if len(parts) == 1:
             return parts[0]
@@ -204,7 +242,7 @@ class GuidedGradCamGraph:
         self._check_open()
         images = np.asarray(images, dtype=np.float32)
         step = min(batch_size, self.model.max_batch or batch_size)
-        return np.concatenate([self.session.run(self.fetches["logits"], {self.images: images[i:i + step]})
+        return np.concatenate([self._run(self.fetches["logits"], {self.images: images[i:i + step]})
                                for i in range(0, len(images), step)])
 
     def close(self) -> None:

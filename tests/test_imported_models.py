@@ -433,3 +433,38 @@ def test_one_line_errors_of_saved_models_and_meta_graphs(exported, tmp_path):
     assert "--checkpoint" in refused(MetaGraphModel(prefix + ".meta"))
     assert "no checkpoint at" in refused(MetaGraphModel(prefix + ".meta", checkpoint=str(tmp_path / "none")))
     assert "--meta_graph" in refused(FrozenGraphModel(prefix + ".meta"))
+
+
+@pytest.mark.parametrize("kind", ["resource", "partitioned"])
+def test_meta_graph_variables_of_every_kind_are_restored(tmp_path, kind):
+    """Resource variables and a variable split into parts are read from the checkpoint and fed
+    (no Saver): the logits and input gradient equal those of the graph run as saved."""
+    prefix = str(tmp_path / kind)
+    image = np.random.RandomState(6).rand(2, 32, 32, 3).astype(np.float32)
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, 32, 32, 3], name="image")
+        rng = np.random.RandomState(7)
+        if kind == "resource":
+            w = tf.get_variable("conv/weights", initializer=rng.randn(3, 3, 3, 8).astype(np.float32), use_resource=True)
+        else:
+            w = tf.get_variable("conv/weights", [3, 3, 3, 8], partitioner=tf.fixed_size_partitioner(2, axis=3))
+        h = tf.nn.relu(tf.nn.conv2d(x, tf.convert_to_tensor(w) if kind == "partitioned" else w, [1, 1, 1, 1], "SAME"),
+                       name="conv/Relu")
+        dense = tf.get_variable("dense/weights", initializer=rng.randn(8, 4).astype(np.float32),
+                                use_resource=kind == "resource")
+        logits = tf.identity(tf.matmul(tf.reduce_mean(h, [1, 2]), dense), name="logits")
+        plain = tf.gradients(logits[:, 0], [x])[0]
+        saver = tf.train.Saver()
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            saver.save(sess, prefix)
+            expected, expected_grad = sess.run([logits, plain], {x: image * 2 - 1})
+    model = MetaGraphModel(prefix + ".meta", checkpoint=prefix)
+    with GuidedGradCamGraph(model, guided_relu6="plain") as graph:
+        out = graph.run(list(image), [Target.of(0), Target.of(0)])
+        assert not {op.type for op in graph.graph.get_operations()} & {"SaveV2", "RestoreV2"}
+        layers = model.randomization_layers()
+        assert list(layers) == ["dense", "conv"] and len(layers["conv"]) == (2 if kind == "partitioned" else 1)
+    np.testing.assert_allclose(out["logits"], expected, rtol=1e-5, atol=1e-4)
+    # d/d[0, 1] image = 2 * d/d[-1, 1] input: the chain rule through the input range
+    np.testing.assert_allclose(out["guided_backprop"], 2 * expected_grad, rtol=1e-4, atol=1e-5)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ggcam import guided_relu
 from ggcam.graph import GuidedGradCamGraph
+from ggcam.models import safety
 from ggcam.models.detect import depends_on
 from ggcam.models.base import ModelError
 from ggcam.models.slim import SlimModel, build_network
@@ -114,6 +115,14 @@ def test_explains_a_batch_of_two_photos(net, photos):
     # The gradients reach the layer and the image (random weights still give a signal).
     assert np.any(out["conv_gradient"] != 0) and np.any(out["guided_backprop"] != 0)
     assert not np.array_equal(out["logits"][0], out["logits"][1])  # two photos, two answers
+
+
+def test_the_allowlist_covers_the_network(net):
+    """Every op type of the explained graph (network, gradients, the explainer's own ops) is on
+    the model-file allowlist: the zoo passes the same check as a stranger's file."""
+    types = {op.type for op in net.graph.graph.get_operations()}
+    assert safety.not_allowed(types) == set()
+    assert not types & {"SaveV2", "RestoreV2"}  # weights are fed, no Saver
 
 
 def test_every_rectifier_is_guided(net):

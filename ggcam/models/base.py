@@ -7,8 +7,11 @@ classes and their names, its default Grad-CAM layer, the layers a randomisation 
 and how its weights are restored. Nothing outside ``ggcam/models`` knows these facts.
 """
 import difflib
+import os
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from ggcam.tf_compat import tf
 
@@ -45,6 +48,9 @@ class Model:
       num_classes, class_names: the classes; names[i] names output i.
       default_layer: the Grad-CAM layer when none is asked for.
       max_batch: how many images one run may take (1 for graphs exported with a fixed batch).
+      path: the model file ('' for networks built from code).
+      trust_model: whether the user trusts the file (``ggcam.models.safety`` checks every model
+        that is not trusted, networks built from code too).
     """
 
     name = "model"
@@ -56,6 +62,8 @@ class Model:
     class_names = None  # type: Optional[List[str]]
     default_layer = ""
     max_batch = None  # type: Optional[int]
+    path = ""
+    trust_model = False
 
     def __init__(self) -> None:
         self.logits = None  # type: Optional[tf.Tensor]
@@ -88,6 +96,31 @@ class Model:
         ``channels`` and (for imported graphs) the input and logits tensors are known.
         Raises ModelError."""
 
+    @property
+    def untrusted(self) -> bool:
+        """Whether the model comes from a file the user has not said they trust: it is then read
+        in a child process first (``ggcam.isolation``) and runs under a time limit."""
+        return bool(self.path) and not self.trust_model
+
+    def file_sizes(self) -> List[int]:
+        """The sizes of the files ``prepare`` reads, in bytes (for the child's memory limit)."""
+        if os.path.isdir(self.path):
+            return [os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(self.path) for f in files]
+        return [os.path.getsize(self.path)] if os.path.isfile(self.path) else []
+
+    def prepared_state(self) -> Dict:
+        """After ``prepare``: what it decided, JSON-ready, for ``adopt``."""
+        raise NotImplementedError
+
+    def adopt(self, state: Dict) -> None:
+        """Instead of ``prepare``: take the decisions of a ``prepare`` made in a child process
+        (``prepared_state``), reading the file again but not importing it into a scratch graph."""
+        raise NotImplementedError
+
+    def read_weights(self) -> None:
+        """Read every weight value ``restore`` will load, without a session (a trial in the child
+        process of an untrusted file: a crafted checkpoint fails there)."""
+
     def build(self, images: tf.Tensor) -> tf.Tensor:
         """Make the model's ops on ``images`` (RGB [N, H, W, 3] in [0, 1]) in the current graph.
 
@@ -118,16 +151,9 @@ class Model:
         """After ``build``: the tensor names ``attach_imported`` needs (JSON-ready)."""
         raise NotImplementedError
 
-    def without_saver(self, graph_def):
-        """The built GraphDef as a cache entry keeps it: without ops that touch files."""
-        raise NotImplementedError
-
     def attach_imported(self, graph: tf.Graph, state: Dict) -> None:
-        """Instead of ``build``: take the model's tensors from an imported cache entry."""
-        raise NotImplementedError
-
-    def restore_imported(self, session: tf.Session) -> None:
-        """Load the weights into a session over an imported cache entry."""
+        """Instead of ``build``: take the model's tensors from an imported cache entry (after it,
+        ``restore`` loads the weights as after ``build``)."""
         raise NotImplementedError
 
     # --------------------------------------------------------------- layers
@@ -182,18 +208,94 @@ class Model:
 
 
 def variable_layers(graph: tf.Graph, scope: str = "") -> Optional["OrderedDict[str, List[tf.Variable]]"]:
-    """Group a graph's weight variables by layer (their scope), last-created layer first.
+    """``group_layers`` of a graph's global variables."""
+    return group_layers(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES), scope)
+
+
+def group_layers(variables: Sequence[tf.Variable], scope: str = "") -> Optional["OrderedDict[str, List[tf.Variable]]"]:
+    """Group weight variables (in creation order) by layer (their scope below ``scope``), last
+    layer first; None when there are none.
 
     Batch-norm parameters are left out (randomising them is a different experiment).
     """
     layers = OrderedDict()  # type: OrderedDict[str, List[tf.Variable]]
-    for v in graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES):
-        name = v.op.name
-        if "BatchNorm" in name or "batch_normalization" in name or not name.startswith(scope):
+    for v in variables:
+        if not v.op.name.startswith(scope):
+            continue
+        info = getattr(v, "_save_slice_info", None)
+        # The parts of a partitioned variable count as the whole one (its name is the file's).
+        name = info.full_name if info else v.op.name[len(scope):]
+        if "BatchNorm" in name or "batch_normalization" in name:
             continue
         if name.rsplit("/", 1)[-1] in ("moving_mean", "moving_variance", "gamma", "beta", "global_step"):
             continue
-        layers.setdefault(name[len(scope):].rsplit("/", 1)[0], []).append(v)
+        layers.setdefault(name.rsplit("/", 1)[0], []).append(v)
     if not layers:
         return None
     return OrderedDict(reversed(list(layers.items())))
+
+
+# Values fed per run when variables are set (a new feed signature costs a run set-up, one run
+# of everything would hold every value twice: VGG 16's are 528 MB).
+LOAD_GROUP_BYTES = 1 << 28
+
+
+def load_variables(session: tf.Session,
+                   pairs: Sequence[Tuple[tf.Operation, Union[np.ndarray, Callable[[], np.ndarray]]]]) -> None:
+    """Set variables through their initializing assignments: ``pairs`` of (the assignment,
+    e.g. ``Variable.initializer``, whose value input is fed; the value, or a function giving
+    it, called just before its group of runs: groups of about ``LOAD_GROUP_BYTES``). No Saver,
+    no file op and no constant enters the graph, so it can be finalized and checked."""
+    group, size = [], 0
+    for op, read in pairs:
+        target = op.inputs[1]
+        value = np.asarray(read() if callable(read) else read, dtype=target.dtype.base_dtype.as_numpy_dtype)
+        group.append((op, target, value))
+        size += value.nbytes
+        if size >= LOAD_GROUP_BYTES:
+            _run_assignments(session, group)
+            group, size = [], 0
+    _run_assignments(session, group)
+
+
+def _run_assignments(session: tf.Session, group) -> None:
+    feeds, ops, apart = {}, [], []
+    for op, target, value in group:
+        if target in feeds:  # two assignments share one value tensor: one run each
+            apart.append((op, target, value))
+        else:
+            feeds[target] = value
+            ops.append(op)
+    if ops:
+        session.run(ops, feeds)
+    for op, target, value in apart:
+        session.run(op, {target: value})
+
+
+def variable_over(op: tf.Operation, slice_info=None) -> tf.Variable:
+    """A ``tf.Variable`` over an imported variable op (``VariableV2`` or ``VarHandleOp``), with
+    an assignment of its own from a placeholder as initializer (``load_variables`` feeds it;
+    ``Variable.load`` works as for any variable). ``slice_info``: the SaveSliceInfoDef of a part
+    of a partitioned variable."""
+    from tensorflow.core.framework import variable_pb2
+    from tensorflow.python.ops import gen_resource_variable_ops, resource_variable_ops, state_ops
+    handle = op.outputs[0]
+    resource = op.type == "VarHandleOp"
+    dtype = op.get_attr("dtype")
+    shape = tf.TensorShape(op.get_attr("shape")) if resource else handle.shape
+    with tf.name_scope(op.name + "/ggcam_load/"):
+        value = tf.placeholder(dtype, shape, name="value")
+        if resource:
+            assign = gen_resource_variable_ops.assign_variable_op(handle, value, name="assign")
+            snapshot = gen_resource_variable_ops.read_variable_op(handle, dtype, name="read")
+        else:
+            assign = state_ops.assign(handle, value, name="assign").op
+            snapshot = tf.identity(handle, name="read")
+    definition = variable_pb2.VariableDef(variable_name=handle.name, initializer_name=assign.name,
+                                          snapshot_name=snapshot.name, initial_value_name=value.name,
+                                          is_resource=resource, trainable=True)
+    if slice_info is not None:
+        definition.save_slice_info_def.CopyFrom(slice_info)
+    if resource:
+        return resource_variable_ops.ResourceVariable(variable_def=definition)
+    return tf.Variable(variable_def=definition)

@@ -1,32 +1,40 @@
 """Model files made by TensorFlow 1: frozen GraphDefs, SavedModels and MetaGraphs + checkpoints.
 
 ``prepare()`` reads the file and decides everything before the explainer's graph exists: the
-file is imported once into a scratch graph (large constants left empty) only to learn dtypes
-and static shapes; the input, the logits and their number of classes, the input size and the
-largest batch are chosen there (given by the user, or found automatically, each automatic
-choice said in ``notes``), and the ops the explanation will run (those the logits depend on,
-from the input up) are checked by ``safety.check_ops``.
+file is imported once into a scratch graph (large constants left empty, every op not on the
+allowlist of ``safety`` cut off from its inputs so that nothing of it is evaluated while the
+graph is built) only to learn dtypes and static shapes; the input, the logits and their number
+of classes, the input size and the largest batch are chosen there (given by the user, or found
+automatically, each automatic choice said in ``notes``), and the ops the explanation will run
+(those the logits depend on, from the input up: "the path") are checked by ``safety``. For a
+file the user does not trust, ``prepare`` runs in a child process (``ggcam.isolation``), and
+``adopt`` takes its decisions.
 
-``_create`` then imports the model into the explainer's graph, where the guided-ReLU override
-is active, with the file's input replaced by our preprocessed image (``input_map``): the
-frozen graph pruned to the ops the logits need, a MetaGraph or a SavedModel's "serve" graph
-whole (``import_meta_graph``, so its variables are variables); the weights of those two are
-restored by a Saver of our own, for the variables the logits read only.
+``_create`` then imports the path, and nothing else, into the explainer's graph, where the
+guided-ReLU override is active: the file's input op replaced by a placeholder of its name,
+mapped to our preprocessed image (``input_map``), the file's own bookkeeping attributes
+(colocation, gradient overrides, shape hints) dropped, and its function library cut to the
+functions the path calls. A MetaGraph's or SavedModel's variables on the path become variables
+again (``tf.Variable`` over the imported op and an assignment of our own), set from the
+checkpoint by reading its tensors (no Saver, and none of the file's own save or restore ops).
 
 Names: users always type names as they are in the file (``--layer=MobilenetV1/.../Relu6``,
 ``input:0``). The import keeps them unless they would clash with ops already in the graph;
 then it goes under a scope, and ``_scoped`` adds it.
 """
+import glob
 import os
 import re
 import warnings
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
 
 from ggcam.models import detect, safety
-from ggcam.models.base import Model, ModelError, close_matches, variable_layers
+from ggcam.models.base import Model, ModelError, close_matches, group_layers, load_variables, variable_over
 from ggcam.models.slim import checkpoint_exists, checkpoint_problems
-from ggcam.tf_compat import tf
+from ggcam.tf_compat import registered_ops, tf
 
 # Op types whose outputs feed an image in from outside the graph: the image is fed at the
 # first 4-D float tensor after them.
@@ -45,6 +53,11 @@ _SERVE = "serve"
 def _op_name(ref: str) -> str:
     """'^name', 'name:1' or 'name' -> 'name'."""
     return ref.lstrip("^").split(":")[0]
+
+
+def _tensor_name(ref: str) -> str:
+    """A data input 'name' or 'name:k' -> 'name:k'."""
+    return ref if ":" in ref else ref + ":0"
 
 
 def _shape(t: tf.Tensor) -> str:
@@ -201,22 +214,26 @@ def _output_dtypes(node) -> List[int]:
     return types
 
 
-def _stand_ins(graph_def, replace: Set[str], isolate: Set[str], strip_constants: bool):
-    """A copy of ``graph_def`` that TensorFlow can import without running anything of ``isolate``.
+def _stand_ins(graph_def, replace: Set[str], isolate: Set[str], strip_constants: bool) -> Tuple[object, Set[str]]:
+    """A copy of ``graph_def`` that TensorFlow can import without running anything of ``isolate``
+    or ``replace``, and the names of the nodes it made placeholders.
 
     TensorFlow runs small constant subgraphs while it builds a graph, when a static shape
     depends on their value (``ReadFile`` of a constant path does read the file). Each node of
     ``isolate`` that has inputs gets them through a PlaceholderWithDefault (never evaluated at
     build time: the op keeps its shape function, only values are hidden); one without inputs,
     and each node of ``replace`` (op types TensorFlow does not know), becomes placeholders of
-    its output types, one per output. With ``strip_constants``, large constants keep their
-    shape but lose their values (zeros: enough for dtypes and static shapes).
+    its output types, one per output (op types TensorFlow does not know, calls of functions that
+    hold ops not on the allowlist: shape inference looks into the functions a node calls). With
+    ``strip_constants``, large constants keep their shape but lose their values (zeros: enough
+    for dtypes and static shapes).
     """
     out = tf.GraphDef()
     out.versions.CopyFrom(graph_def.versions)
     out.library.CopyFrom(graph_def.library)
     by_name = {n.name: n for n in graph_def.node}
     renamed = {}  # type: Dict[str, str]  # 'node:k' of a replaced node -> its k-th placeholder
+    placeholders = set()  # type: Set[str]
     for node in graph_def.node:
         op_def = _op_def(node.op)
         data = [i for i, ref in enumerate(node.input) if not ref.startswith("^")]
@@ -237,6 +254,7 @@ def _stand_ins(graph_def, replace: Set[str], isolate: Set[str], strip_constants:
                 copy.input[i] = hold.name
             continue
         if node.name in replace or node.name in isolate:
+            placeholders.add(node.name)
             for k, dtype in enumerate(_output_dtypes(node) or [tf.float32.as_datatype_enum]):
                 p = out.node.add()
                 p.name = node.name if k == 0 else "%s/_ggcam_output_%d" % (node.name, k)
@@ -261,7 +279,7 @@ def _stand_ins(graph_def, replace: Set[str], isolate: Set[str], strip_constants:
             for i, ref in enumerate(node.input):
                 if ref in renamed:
                     node.input[i] = renamed[ref]
-    return out
+    return out, placeholders
 
 
 def _hold_weights(graph_def) -> None:
@@ -298,18 +316,70 @@ def _hold_weights(graph_def) -> None:
                 node.input[i] = held[name]
 
 
-def _drop_output_shapes(graph_def) -> None:
-    """Remove the ``_output_shapes`` hints (written by ``export_meta_graph`` and some freezers),
-    in place.
+def _drop_bookkeeping(node) -> None:
+    """Remove the attributes a file's ops carry for TensorFlow's own bookkeeping, in place:
+    ``_output_shapes`` hints, colocation (``_class``), gradient overrides
+    (``_gradient_op_type``), kernel labels and the like; what the op computes is unchanged.
 
-    TensorFlow 2's importer merges them into the imported ops' static shapes, so a graph saved
-    with a fixed batch (a queue's ``dequeue_many(2)``) keeps it even where our image, of any
-    batch size, replaces its input, and the gradient ops then bake it in. Without the hints the
-    shapes are inferred from our input, as TF 1.15 does.
+    TensorFlow 2's importer merges ``_output_shapes`` into the imported ops' static shapes, so a
+    graph saved with a fixed batch (a queue's ``dequeue_many(2)``) would keep it where our image,
+    of any batch size, replaces its input; colocation may name ops left out of the import; and
+    a gradient override written into the file would replace the gradient of its op (a
+    convolution's, say) with any other registered one, so the maps would be wrong.
     """
+    for key in [k for k in node.attr if k.startswith("_")]:
+        del node.attr[key]
+
+
+def _called_functions(nodes: Iterable, library) -> Set[str]:
+    """The library functions ``nodes`` call (by type or through a function attribute, as If,
+    While and PartitionedCall do), with their gradient functions, recursively."""
+    functions = {f.signature.name: f for f in library.function}
+    gradients = {g.function_name: g.gradient_func for g in library.gradient}
+    seen, stack = set(), list(nodes)
+    while stack:
+        node = stack.pop()
+        called = [node.op] if node.op in functions else []
+        for value in node.attr.values():
+            called.extend(safety.function_names(value))
+        for name in called:
+            for f in (name, gradients.get(name)):
+                if f in functions and f not in seen:
+                    seen.add(f)
+                    stack.extend(functions[f].node_def)
+    return seen
+
+
+def _path_graph_def(graph_def, path: Set[str], input_name: str, input_dtype: tf.DType):
+    """The GraphDef the explainer imports: the nodes of ``path`` in file order, the fed op
+    replaced by a placeholder of its name (a queue or reader would need its own inputs), the
+    file's bookkeeping attributes dropped, and the library cut to the functions they call.
+    Returns it and the ``input_map`` key of the fed tensor."""
+    out = tf.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    input_op = _op_name(input_name)
     for node in graph_def.node:
-        if "_output_shapes" in node.attr:
-            del node.attr["_output_shapes"]
+        if node.name not in path:
+            continue
+        n = out.node.add()
+        if node.name == input_op:
+            n.name, n.op = node.name, "Placeholder"
+            n.attr["dtype"].type = input_dtype.as_datatype_enum
+            continue
+        n.CopyFrom(node)
+        n.device = ""
+        _drop_bookkeeping(n)
+    key = input_name
+    if not key.endswith(":0"):  # the fed tensor is a later output of its op: the placeholder's
+        for node in out.node:
+            for i, ref in enumerate(node.input):
+                if ref == key:
+                    node.input[i] = input_op
+        key = input_op + ":0"
+    keep = _called_functions(out.node, graph_def.library)
+    out.library.function.extend(f for f in graph_def.library.function if f.signature.name in keep)
+    out.library.gradient.extend(g for g in graph_def.library.gradient if g.function_name in keep)
+    return out, key
 
 
 def _canonical(t: tf.Tensor) -> tf.Tensor:
@@ -326,6 +396,26 @@ def _activation_of(output: tf.Tensor) -> tf.Operation:
     while t.op.type in detect.PASS_THROUGH and t.op.inputs:
         t = t.op.inputs[0]
     return t.op
+
+
+def _slice_infos(meta_graph) -> Dict[str, object]:
+    """Op name -> SaveSliceInfoDef of each part of a partitioned variable in a MetaGraph's
+    variable collections."""
+    from tensorflow.core.framework import variable_pb2
+    found = {}
+    for key in (tf.GraphKeys.GLOBAL_VARIABLES, tf.GraphKeys.LOCAL_VARIABLES, tf.GraphKeys.MODEL_VARIABLES,
+                tf.GraphKeys.TRAINABLE_VARIABLES):
+        if key not in meta_graph.collection_def:
+            continue
+        for data in meta_graph.collection_def[key].bytes_list.value:
+            vd = variable_pb2.VariableDef()
+            try:
+                vd.ParseFromString(data)
+            except Exception:  # protobuf's DecodeError: not a variable after all
+                continue
+            if vd.variable_name and vd.HasField("save_slice_info_def"):
+                found[_op_name(vd.variable_name)] = vd.save_slice_info_def
+    return found
 
 
 # ----------------------------------------------------------------------------- the models
@@ -351,7 +441,6 @@ class _ImportedModel(Model):
         self._input_dtype = tf.float32
         self._logits_name = ""
         self._path_nodes = set()  # type: Set[str]  # the nodes the logits depend on, from the input up
-        self._unknown, self._hazards = set(), set()  # type: Set[str], Set[str]  # off the path (see _stand_ins)
         # Set by _create.
         self._prefix = ""       # the import scope + "/", or ""
         self._source = None     # type: Optional[tf.Tensor]  # the tensor fed in place of the input
@@ -369,9 +458,11 @@ class _ImportedModel(Model):
         return {}, {}
 
     def _import(self, source: tf.Tensor, scope: str) -> None:
-        """Import the model into the current graph under ``scope`` ('' for none), its input
-        replaced by ``source``."""
-        raise NotImplementedError
+        """Import the path (``_path_graph_def``) into the current graph under ``scope`` ('' for
+        none), its input replaced by ``source``: the rest of the file is neither imported nor run."""
+        pruned, key = _path_graph_def(self._graph_def, self._path_nodes, self._input_name, self._input_dtype)
+        _hold_weights(pruned)
+        tf.import_graph_def(pruned, input_map={key: source}, name=scope)
 
     # --------------------------------------------------------------- prepare
 
@@ -379,19 +470,22 @@ class _ImportedModel(Model):
         self.notes = []
         graph_def = self._load()
         nodes = _Nodes(graph_def)
-        registered = safety.registered_ops()
-        unknown = {n.name for n in graph_def.node if n.op not in registered and n.op not in nodes.functions}
-        hazard_types = set() if self.trust_model else safety.build_time_hazards()
-        hazards = {n.name for n in graph_def.node if n.op in hazard_types}
+        registered = registered_ops()
+        replace = {n.name for n in graph_def.node if n.op not in registered and n.op not in nodes.functions}
+        hazards = set()  # type: Set[str]
+        if not self.trust_model:
+            replace |= safety.calls_of(graph_def.node, safety.unsafe_functions(graph_def.library))
+            hazards = safety.build_time_hazards(graph_def) - replace
+        stand_ins, replaced = _stand_ins(graph_def, replace, hazards, strip_constants=True)
         scratch = tf.Graph()
         with scratch.as_default():
             try:
-                tf.import_graph_def(_stand_ins(graph_def, unknown, hazards, strip_constants=True), name="")
+                tf.import_graph_def(stand_ins, name="")
             except (ValueError, TypeError, tf.errors.OpError) as exc:
                 raise ModelError("cannot import %s: %s" % (self.path, _first_line(exc)))
         inputs, outputs = self._signature_names()
 
-        source, how = self._choose_input(scratch, unknown | hazards, inputs)
+        source, how = self._choose_input(scratch, replaced, inputs)
         self._input_name, self._input_dtype = source.name, source.dtype.base_dtype
         if source.shape.ndims != 4:
             raise ModelError("input %s of %s has shape %s, not an image [batch, height, width, channels]"
@@ -424,7 +518,7 @@ class _ImportedModel(Model):
             self.notes.append("input range: the [0, 1] image is scaled to [%g, %g] (the default; --input_range "
                               "to choose)" % self.input_range)
 
-        logits = self._choose_logits(scratch, nodes, source, unknown | hazards, outputs)
+        logits = self._choose_logits(scratch, nodes, source, replaced, outputs)
         self._check_path(nodes, logits, source)  # refusals first: they say most about the file
         if logits.shape.ndims != 2 or logits.shape.as_list()[-1] is None:
             raise ModelError("logits %s of %s must be [batch, classes], got shape %s"
@@ -435,8 +529,21 @@ class _ImportedModel(Model):
             raise ModelError("%d class names given for the %d classes of %s"
                              % (len(self.class_names), self.num_classes, self.path))
 
-        self._unknown, self._hazards = unknown - self._path_nodes, hazards - self._path_nodes
         self._graph_def = graph_def
+
+    def prepared_state(self) -> Dict:
+        return {"notes": list(self.notes), "input_size": list(self.input_size), "channels": self.channels,
+                "max_batch": self.max_batch, "num_classes": self.num_classes, "input": self._input_name,
+                "input_dtype": self._input_dtype.name, "logits": self._logits_name,
+                "path": sorted(self._path_nodes)}
+
+    def adopt(self, state: Dict) -> None:
+        self._graph_def = self._load()
+        self.notes = list(state["notes"])
+        self.input_size, self.channels = tuple(state["input_size"]), state["channels"]
+        self.max_batch, self.num_classes = state["max_batch"], state["num_classes"]
+        self._input_name, self._input_dtype = state["input"], tf.as_dtype(state["input_dtype"])
+        self._logits_name, self._path_nodes = state["logits"], set(state["path"])
 
     def _user_tensor(self, graph: tf.Graph, name: str, flag: str, keys: Dict[str, str]) -> tf.Tensor:
         """The tensor a flag names: a signature key, a tensor name or an op name of the file."""
@@ -520,6 +627,11 @@ class _ImportedModel(Model):
                                      "%s: %s" % (k, t.name if t is not None else "?") for k, t in named))
         else:
             outputs = self._graph_outputs(graph, nodes, source, replaced)
+            # An output that feeds an op left out of the scratch graph is not the model's last:
+            # the refusal of that op says more than explaining the wrong tensor would.
+            blocked = [nodes.by_name[n] for t in outputs for n in nodes.consumers.get(t.op.name, ()) if n in replaced]
+            if blocked:
+                safety.check_nodes(blocked, self.trust_model, self.path, nodes.graph_def.library)
         if len({_canonical(t) for t in outputs}) > 1:
             raise ModelError("%s has %d outputs that could be the logits (%s); name one with --logits_tensor"
                              % (self.path, len(outputs), ", ".join("%s %s" % (t.name, _shape(t)) for t in outputs)))
@@ -566,8 +678,7 @@ class _ImportedModel(Model):
             # The outputs may hang on an op left out of the scratch graph: say why it was.
             after = nodes.descendants(source.op.name)
             suspects = sorted((n for n in replaced if n in after), key=lambda n: -len(nodes.descendants(n)))
-            safety.check_ops([nodes.by_name[n] for n in suspects], self.trust_model, self.path,
-                             nodes.graph_def.library)
+            safety.check_nodes([nodes.by_name[n] for n in suspects], self.trust_model, self.path)
             raise ModelError("found no output of %s that could be the logits (a float [batch, classes] tensor "
                              "computed from %s); name it with --logits_tensor" % (self.path, source.name))
         return outputs
@@ -581,12 +692,20 @@ class _ImportedModel(Model):
             raise ModelError("the logits %s of %s do not depend on the input %s"
                              % (logits.name, self.path, source.name))
         ordered = [n for n in nodes.graph_def.node if n.name in path and n.name != input_op]
-        safety.check_ops(ordered, self.trust_model, self.path, nodes.graph_def.library)
+        pruned, _ = _path_graph_def(nodes.graph_def, path, source.name, source.dtype.base_dtype)
+        safety.check_nodes(ordered, self.trust_model, self.path, pruned.library)
         for n in ordered:
             if n.op == "Placeholder":
                 raise ModelError("the logits of %s also depend on placeholder %s, which the explanation cannot "
                                  "feed; name the tensor after it with --input_tensor, or export the model for "
                                  "inference" % (self.path, n.name))
+            for ref in n.input:
+                if _op_name(ref) == input_op and (ref.startswith("^") or _tensor_name(ref) != source.name):
+                    # Only the image is fed: the input op itself, and anything behind it, never runs.
+                    raise ModelError("op %s of %s depends on the input op %s other than through the image %s (%s); "
+                                     "name the tensor to feed with --input_tensor"
+                                     % (n.name, self.path, input_op, source.name,
+                                        "a control input" if ref.startswith("^") else "its output " + ref))
         self._path_nodes = path
         self._check_variables([n for n in ordered if n.op in _VARIABLE_OPS])
 
@@ -631,7 +750,7 @@ class _ImportedModel(Model):
         return logits
 
     def _imported_names(self) -> Iterable[str]:
-        return (n.name for n in self._graph_def.node)
+        return self._path_nodes
 
     def _user_name(self, t: tf.Tensor) -> str:
         """A layer's name as the user types it: its op name as in the file ('op:k' past output 0)."""
@@ -689,39 +808,6 @@ class FrozenGraphModel(_ImportedModel):
             raise ModelError("%s is not frozen: its logits read variable %s (freeze it, or use --meta_graph with "
                              "--checkpoint)" % (self.path, variables[0].name))
 
-    def _import(self, source: tf.Tensor, scope: str) -> None:
-        # Only the ops the logits need: the rest is neither imported nor run.
-        pruned = tf.GraphDef()
-        pruned.versions.CopyFrom(self._graph_def.versions)
-        pruned.library.CopyFrom(self._graph_def.library)
-        input_op = _op_name(self._input_name)
-        for node in self._graph_def.node:
-            if node.name not in self._path_nodes:
-                continue
-            if node.name == input_op:
-                # The fed op itself stays out (a queue or reader would need its own inputs):
-                # a placeholder of its name takes its place, replaced by our image at once.
-                p = pruned.node.add()
-                p.name, p.op = node.name, "Placeholder"
-                p.attr["dtype"].type = self._input_dtype.as_datatype_enum
-                continue
-            n = pruned.node.add()
-            n.CopyFrom(node)
-            n.device = ""
-        key = self._input_name
-        if not key.endswith(":0"):  # the fed tensor is a later output of its op
-            for node in pruned.node:
-                for i, ref in enumerate(node.input):
-                    if ref == key:
-                        node.input[i] = input_op
-            key = input_op + ":0"
-        _hold_weights(pruned)
-        _drop_output_shapes(pruned)
-        tf.import_graph_def(pruned, input_map={key: source}, name=scope)
-
-    def _imported_names(self) -> Iterable[str]:
-        return self._path_nodes
-
     def randomization_layers(self) -> None:
         """None: a frozen graph's weights are constants, randomisation does not apply."""
         return None
@@ -734,8 +820,8 @@ class MetaGraphModel(_ImportedModel):
         super().__init__(path, **kwargs)
         self.checkpoint = checkpoint
         self._meta_graph = None
-        self._saver = None
-        self._variables = []  # type: List[tf.Variable]
+        # After _create: (variable, its checkpoint key, the part of it (offset, size) per axis or None)
+        self._variables = []  # type: List[Tuple[tf.Variable, str, Optional[Tuple[Tuple[int, int], ...]]]]
 
     def _read_meta_graph(self):
         data = _read(self.path, "MetaGraph file")
@@ -765,70 +851,66 @@ class MetaGraphModel(_ImportedModel):
             raise ModelError("no checkpoint at %s (the weights of %s)" % (prefix, self.path))
 
     def _import(self, source: tf.Tensor, scope: str) -> None:
-        meta = tf.MetaGraphDef()
-        meta.CopyFrom(self._meta_graph)
-        if self._unknown or self._hazards:
-            meta.graph_def.CopyFrom(_stand_ins(self._meta_graph.graph_def, self._unknown, self._hazards,
-                                               strip_constants=False))
-        _hold_weights(meta.graph_def)
-        _drop_output_shapes(meta.graph_def)
+        super()._import(source, scope)
         graph = tf.get_default_graph()
-        tf.train.import_meta_graph(meta, clear_devices=True, import_scope=scope or None,
-                                   input_map={self._input_name: source})
         prefix = scope + "/" if scope else ""
-        self._variables = []
-        # The variables the logits read, restored by a Saver of our own under their names in
-        # the checkpoint (the file's own saver and restore ops are never run).
-        known = OrderedDict()  # type: OrderedDict[str, tf.Variable]
-        for key in (tf.GraphKeys.GLOBAL_VARIABLES, tf.GraphKeys.LOCAL_VARIABLES, tf.GraphKeys.MODEL_VARIABLES):
-            for v in graph.get_collection(key):
-                if v.op.name.startswith(prefix):
-                    known.setdefault(v.op.name[len(prefix):], v)
-        needed = [n.name for n in self._graph_def.node if n.name in self._path_nodes and n.op in _VARIABLE_OPS]
-        var_list, shapes = {}, {}
-        for name in needed:
-            v = known.get(name)
-            if v is None:  # a variable in no collection: its op's output restores as well
-                v = graph.get_tensor_by_name(prefix + name + ":0")
-                var_list[name] = v
-                shapes[name] = tuple(v.shape.as_list())
+        slices = _slice_infos(self._meta_graph)
+        # The variables the logits read, each with its key in the checkpoint (a partitioned
+        # variable's parts are saved as slices of the whole one).
+        self._variables, shapes = [], {}
+        for node in self._graph_def.node:
+            if node.name not in self._path_nodes or node.op not in _VARIABLE_OPS:
                 continue
-            self._variables.append(v)
-            info = getattr(v, "_save_slice_info", None)
-            if info:  # a partitioned variable: its parts are saved under the whole one's name
-                whole = info.full_name[len(prefix):] if info.full_name.startswith(prefix) else info.full_name
-                var_list.setdefault(whole, []).append(v)
-                shapes[whole] = tuple(info.full_shape)
+            info = slices.get(node.name)
+            v = variable_over(graph.get_operation_by_name(prefix + node.name), info)
+            if info is not None:
+                key, part = info.full_name, tuple(zip(info.var_offset, info.var_shape))
+                shapes[key] = tuple(info.full_shape)
             else:
-                var_list[name] = v
-                shapes[name] = tuple(v.shape.as_list())
-        self._saver = None
-        if var_list:
+                key, part = node.name, None
+                shapes[key] = tuple(v.shape.as_list())
+            self._variables.append((v, key, part))
+        if self._variables:
             problems = checkpoint_problems(self._weights(), shapes)
             if problems:
                 raise ModelError("%s (the weights of %s)" % (problems[0], self.path))
-            self._saver = tf.train.Saver(var_list=var_list, name="ggcam_restore")
+
+    def _checkpoint_values(self) -> List[Tuple[tf.Variable, Callable[[], np.ndarray]]]:
+        """(variable, a function reading its value from the checkpoint) for each variable."""
+        reader = tf.train.load_checkpoint(self._weights())
+
+        def value(key: str, part) -> Callable[[], np.ndarray]:
+            if part is None:
+                return lambda: reader.get_tensor(key)
+            return lambda: reader.get_tensor(key)[tuple(slice(o, o + n) for o, n in part)]
+
+        return [(v, value(key, part)) for v, key, part in self._variables]
 
     def restore(self, session: tf.Session) -> None:
-        if self._saver is None:
+        if not self._variables:
             return
         try:
-            self._saver.restore(session, self._weights())
+            load_variables(session, [(v.initializer, read) for v, read in self._checkpoint_values()])
         except (tf.errors.OpError, ValueError) as exc:
             raise ModelError("cannot restore %s: %s" % (self._weights(), _first_line(exc)))
 
-    def _file_names(self) -> Set[str]:
-        return {n.name for n in self._graph_def.node}
+    def read_weights(self) -> None:
+        if not self._variables:
+            return
+        try:
+            for _, read in self._checkpoint_values():
+                read()
+        except (tf.errors.OpError, ValueError) as exc:
+            raise ModelError("cannot restore %s: %s" % (self._weights(), _first_line(exc)))
+
+    def file_sizes(self) -> List[int]:
+        prefix = self._weights()
+        weights = glob.glob(glob.escape(prefix) + ".*") if prefix else []
+        return super().file_sizes() + [os.path.getsize(f) for f in weights if os.path.isfile(f)]
 
     def randomization_layers(self) -> Optional["OrderedDict[str, List[tf.Variable]]"]:
         """The weights the logits read, by layer (scope as in the file), last layer first."""
-        layers = variable_layers(self.logits.graph, self._prefix)
-        if not layers:
-            return None
-        needed = set(self._variables)
-        kept = OrderedDict((name, [v for v in vs if v in needed]) for name, vs in layers.items())
-        kept = OrderedDict((name, vs) for name, vs in kept.items() if vs)
-        return kept or None
+        return group_layers([v for v, _, _ in self._variables], self._prefix)
 
     def describe(self) -> Dict[str, object]:
         facts = super().describe()

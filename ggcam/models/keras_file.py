@@ -31,7 +31,7 @@ from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ggcam.models import detect
-from ggcam.models.base import Model, ModelError, close_matches
+from ggcam.models.base import Model, ModelError, close_matches, load_variables
 from ggcam.tf_compat import tf
 
 # Keras's own classes that are not layers but appear as a class_name in model configs (models,
@@ -125,9 +125,91 @@ def _layer_name(layer: Dict) -> str:
     return str(name or layer.get("class_name", "?"))
 
 
+# Keras layer classes known to compute only from their inputs and weights (Keras 2 names,
+# with the aliases configs use). Anything else is refused unless trusted.
+_LAYERS = frozenset((
+    "InputLayer", "Dense", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "Softmax",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
+    "AlphaDropout", "ActivityRegularization", "Flatten", "Reshape", "Permute", "RepeatVector", "Conv1D", "Conv2D",
+    "Conv3D", "Convolution1D", "Convolution2D", "Convolution3D", "Conv1DTranspose", "Conv2DTranspose",
+    "Conv3DTranspose", "Convolution2DTranspose", "Deconvolution2D", "SeparableConv1D", "SeparableConv2D",
+    "SeparableConvolution1D", "SeparableConvolution2D", "DepthwiseConv1D", "DepthwiseConv2D", "MaxPooling1D",
+    "MaxPooling2D", "MaxPooling3D", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AveragePooling1D", "AveragePooling2D",
+    "AveragePooling3D", "AvgPool1D", "AvgPool2D", "AvgPool3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalMaxPool3D", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalAvgPool3D",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D",
+    "UpSampling2D", "UpSampling3D", "BatchNormalization", "BatchNormalizationV1", "BatchNormalizationV2",
+    "LayerNormalization", "UnitNormalization", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+    "Concatenate", "Dot", "Rescaling", "Normalization", "Resizing", "CenterCrop", "TimeDistributed",
+    "Bidirectional", "SimpleRNN", "GRU", "LSTM", "GRUV1", "GRUV2", "LSTMV1", "LSTMV2", "ConvLSTM2D", "RNN",
+    "SimpleRNNCell", "GRUCell", "LSTMCell", "StackedRNNCells"))
+# Layers that carry raw TensorFlow ops (Keras makes them when a functional model calls TF
+# functions): allowed only when what they carry is (``_op_layer_problem``).
+_OP_LAYERS = ("TensorFlowOpLayer", "TFOpLambda", "SlicingOpLambda")
+# The TF functions a TFOpLambda may name: each only makes ops of the safety allowlist.
+_TF_FUNCTIONS = frozenset((
+    "__operators__.add", "__operators__.getitem", "math.add", "math.add_n", "math.subtract", "math.multiply",
+    "math.truediv", "math.divide", "math.negative", "math.abs", "math.square", "math.sqrt", "math.rsqrt",
+    "math.exp", "math.log", "math.pow", "math.maximum", "math.minimum", "math.sigmoid", "math.tanh", "math.erf",
+    "math.reduce_mean", "math.reduce_sum", "math.reduce_max", "math.reduce_min", "math.l2_normalize",
+    "nn.relu", "nn.relu6", "nn.elu", "nn.selu", "nn.leaky_relu", "nn.silu", "nn.swish", "nn.gelu", "nn.softmax",
+    "nn.sigmoid", "nn.bias_add", "reshape", "transpose", "compat.v1.transpose", "concat", "stack", "expand_dims",
+    "squeeze", "cast", "clip_by_value", "identity", "pad", "image.resize", "compat.v1.image.resize", "tile",
+    "broadcast_to", "ones_like", "zeros_like"))
+# Keras's activation names (the strings a layer's "activation" may hold).
+_ACTIVATIONS = frozenset((
+    "linear", "relu", "relu6", "elu", "selu", "softplus", "softsign", "sigmoid", "hard_sigmoid", "tanh", "softmax",
+    "log_softmax", "exponential", "swish", "silu", "gelu", "leaky_relu", "mish", "hard_swish", "hard_silu"))
+# Kinds of built-in Keras objects that configs name besides layers: read, never run on data
+# (initializers only make the initial values of variables the file has no weights for).
+_OBJECT_MODULES = ("initializers", "regularizers", "constraints")
+
+
+@functools.lru_cache(maxsize=1)
+def _keras_objects() -> FrozenSet[str]:
+    """The class names of Keras's built-in initializers, regularizers and constraints, and the
+    dtype policy of newer Keras."""
+    names = {"Policy", "DTypePolicy"}
+    for name in _OBJECT_MODULES:
+        module = _keras_module(name)
+        names.update(k for k, v in vars(module).items() if isinstance(v, type) and not k.startswith("_"))
+        populate = getattr(module, "populate_deserializable_objects", None)
+        if populate is not None:
+            populate()
+            names.update(k for k, v in module.LOCAL.ALL_OBJECTS.items()
+                         if isinstance(v, type) and not k.startswith("_"))
+    return frozenset(names)
+
+
+def _op_layer_problem(class_name: str, config: object) -> Optional[str]:
+    """Why an op-carrying layer may not run (None when what it carries is allowlisted)."""
+    from ggcam.models import safety
+    config = config if isinstance(config, dict) else {}
+    if class_name == "TensorFlowOpLayer":
+        from google.protobuf import json_format
+        from tensorflow.core.framework import function_pb2, node_def_pb2
+        try:
+            node = json_format.ParseDict(config.get("node_def"), node_def_pb2.NodeDef())
+        except (json_format.ParseError, TypeError, AttributeError):
+            return "carries a TensorFlow op this project cannot read"
+        # No library: an op that calls a function is refused too.
+        found = safety.problems([node], function_pb2.FunctionDefLibrary())
+        if found:
+            return "carries the TensorFlow op %s (%s), which %s" % (node.name, node.op, found[0][2])
+        return None
+    function = config.get("function")
+    if function not in _TF_FUNCTIONS:
+        return "calls the TensorFlow function %r, which is not on the list of functions known to be pure computation" \
+               % function
+    return None
+
+
 def unsafe_object(model_config: Dict) -> Optional[str]:
-    """Why loading ``model_config`` would run code from the file: the first Lambda layer or
-    custom class anywhere in it (nested models, wrappers, cells, initializers...), else None."""
+    """Why loading ``model_config`` could run anything but pure computation: the first layer
+    anywhere in it (nested models, wrappers...) whose class is not on the allowlist (``_LAYERS``;
+    a Lambda layer, a custom class, an op-carrying layer whose op or function is not allowed, an
+    activation that is not Keras's), else None."""
 
     def walk(node: object, layer: str) -> Optional[str]:
         if isinstance(node, list):
@@ -144,9 +226,20 @@ def unsafe_object(model_config: Dict) -> Optional[str]:
                 layer = _layer_name(node)
             if class_name == "Lambda":
                 return "layer %s is a Keras Lambda layer: it runs Python code stored in the file" % layer
-            if not _builtin(class_name):
+            if class_name in _OP_LAYERS:
+                problem = _op_layer_problem(class_name, node.get("config"))
+                if problem:
+                    return "layer %s (%s) %s" % (layer, class_name, problem)
+            elif not isinstance(class_name, str) or not (class_name in _LAYERS or class_name in _MODEL_CLASSES
+                                                         or class_name in _keras_objects()):
+                if _builtin(class_name):
+                    return ("layer %s is a Keras %s, which is not on the list of layers known to be pure "
+                            "computation" % (layer, class_name))
                 return ("layer %s uses the custom class %r: custom objects run their own code"
                         % (layer, str(class_name)))
+        activation = node.get("activation")
+        if isinstance(activation, str) and activation not in _ACTIVATIONS:
+            return "layer %s has the activation %r, which is not one of Keras's" % (layer, activation)
         for value in node.values():
             found = walk(value, layer)
             if found:
@@ -337,6 +430,16 @@ class KerasModel(Model):
         self.num_classes = _class_count(config) or 0
         self._check_names()
 
+    def prepared_state(self) -> Dict:
+        return {"notes": list(self.notes), "config": self._config, "input": self._input_name,
+                "input_size": list(self.input_size), "channels": self.channels, "max_batch": self.max_batch,
+                "num_classes": self.num_classes}
+
+    def adopt(self, state: Dict) -> None:
+        self.notes, self._config, self._input_name = list(state["notes"]), state["config"], state["input"]
+        self.input_size, self.channels = tuple(state["input_size"]), state["channels"]
+        self.max_batch, self.num_classes = state["max_batch"], state["num_classes"]
+
     def _check_names(self) -> None:
         if self.class_names is not None and self.num_classes and len(self.class_names) != self.num_classes:
             raise ModelError("%d class names given for the %d classes of %s"
@@ -439,16 +542,9 @@ class KerasModel(Model):
         return logits
 
     def restore(self, session: tf.Session) -> None:
-        """Feed each weight's value to its variable's initializer (one run, no constants)."""
-        feeds, inits = {}, []
-        for v, value in self._values:
-            feeds[v.initializer.inputs[1]] = value
-            inits.append(v.initializer)
-        if len(feeds) != len(inits):  # two variables share an initial value tensor
-            for v, value in self._values:
-                v.load(value, session)
-        else:
-            session.run(inits, feeds)
+        """Feed each weight's value to its variable's initializer (no constants); variables the
+        file has no value for run their own initializers."""
+        load_variables(session, [(v.initializer, value) for v, value in self._values])
         loaded = {v.op for v, _ in self._values}
         rest = [v.initializer for v in self.keras_model.weights if v.op not in loaded]
         if rest:

@@ -1,4 +1,5 @@
 """Networks built from code (TF-slim): our MobileNet V1 and the nets that ship in tf_slim."""
+import functools
 import glob
 import importlib
 import inspect
@@ -6,7 +7,7 @@ import os
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-from ggcam.models.base import Model, ModelError
+from ggcam.models.base import Model, ModelError, load_variables
 from ggcam.models.zoo import ZooEntry, default_checkpoint, entry
 from ggcam.tf_compat import SLIM_BATCH_NORM, slim_inference_scope, tf
 
@@ -112,9 +113,8 @@ class SlimModel(Model):
         self.default_layer = self.entry.default_layer
         self.class_names = class_names
         self._end_points = OrderedDict()  # type: OrderedDict[str, tf.Tensor]
-        self._saver = None
-        self._saver_variables = []  # type: List[str]
-        self._assigns = []  # type: List[tf.Operation]
+        self._variables = []  # type: List[str]  # their names, as in the checkpoint
+        self._assigns = []  # type: List[tf.Operation]  # each one's initializing assignment
 
     def prepare(self) -> None:
         if not checkpoint_exists(self.checkpoint):
@@ -138,15 +138,19 @@ class SlimModel(Model):
             fix = fetch_command(self.name, self.checkpoint)
             raise ModelError("%s; fetch it with: %s%s" % (problems[0], fix, "" if "no checkpoint" in problems[0]
                                                            else " --force"))
-        self._saver = tf.train.Saver(variables)
-        self._saver_variables = [v.op.name for v in variables]
+        self._variables = [v.op.name for v in variables]
+        self._assigns = [v.initializer for v in variables]
         return logits
 
     def restore(self, session: tf.Session) -> None:
+        """Each variable's own initializing assignment, fed the checkpoint's value (no Saver:
+        the graph holds no op that touches a file)."""
         try:
-            self._saver.restore(session, self.checkpoint)
-        except tf.errors.OpError as exc:
-            raise ModelError("cannot restore %s: %s" % (self.checkpoint, exc.message.splitlines()[0]))
+            reader = tf.train.load_checkpoint(self.checkpoint)
+            load_variables(session, [(a, functools.partial(reader.get_tensor, v))
+                                     for v, a in zip(self._variables, self._assigns)])
+        except (tf.errors.OpError, ValueError) as exc:
+            raise ModelError("cannot restore %s: %s" % (self.checkpoint, str(exc).strip().splitlines()[0]))
 
     # --------------------------------------------------------------- graph cache
 
@@ -159,32 +163,14 @@ class SlimModel(Model):
     def imported_state(self) -> Dict:
         return {"logits": self.logits.name, "model_input": self.model_input.name,
                 "end_points": [[k, v.name] for k, v in self._end_points.items()],
-                "variables": sorted(self._saver_variables)}
-
-    def without_saver(self, graph_def):
-        # The Saver's ops read and write files: an entry holds none (graph_cache checks).
-        scope = self._saver.saver_def.filename_tensor_name.split("/")[0] + "/"
-        kept = tf.GraphDef()
-        kept.versions.CopyFrom(graph_def.versions)
-        kept.library.CopyFrom(graph_def.library)
-        kept.node.extend(n for n in graph_def.node if not n.name.startswith(scope))
-        return kept
+                "variables": list(self._variables)}
 
     def attach_imported(self, graph: tf.Graph, state: Dict) -> None:
         self.logits = graph.get_tensor_by_name(state["logits"])
         self.model_input = graph.get_tensor_by_name(state["model_input"])
         self._end_points = OrderedDict((k, graph.get_tensor_by_name(v)) for k, v in state["end_points"])
-        self._saver_variables = list(state["variables"])
-        self._assigns = [graph.get_operation_by_name(v + "/Assign") for v in self._saver_variables]
-
-    def restore_imported(self, session: tf.Session) -> None:
-        # Each variable's own initializing assignment, fed the checkpoint's value.
-        try:
-            reader = tf.train.load_checkpoint(self.checkpoint)
-            feeds = {a.inputs[1]: reader.get_tensor(v) for v, a in zip(self._saver_variables, self._assigns)}
-            session.run(self._assigns, feeds)
-        except (tf.errors.OpError, ValueError) as exc:
-            raise ModelError("cannot restore %s: %s" % (self.checkpoint, str(exc).splitlines()[0]))
+        self._variables = list(state["variables"])
+        self._assigns = [graph.get_operation_by_name(v + "/Assign") for v in self._variables]
 
     def layers(self) -> "OrderedDict[str, tf.Tensor]":
         """The network's 4-D end points, in network order (the classifier's outputs left out)."""
