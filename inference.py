@@ -87,18 +87,22 @@ def list_layers(args: argparse.Namespace) -> int:
                  ex.model.describe_preprocessing(), ex.model.num_classes))
         print("layers (4-D feature maps, [h, w, channels]); * the Grad-CAM layer:")
         for name, tensor in ex.model.layers().items():
-            mark = "*" if tensor is ex.graph.fetches["conv_activations"] else " "
-            print("%s %s  %s" % (mark, name, [d if d is not None else "?" for d in tensor.shape.as_list()[1:]]))
+            mark = "*" if tensor is ex.graph.layer_tensor else " "
+            layout = ex.model.layout(tensor)
+            print("%s %s  %s%s" % (mark, name, [d if d is not None else "?" for d in ex.model.layer_shape(tensor)],
+                                   "  (%s)" % layout if layout != "NHWC" else ""))
     return cli.EXIT_OK
 
 
 def run_single(args: argparse.Namespace, path: str, target: Target) -> int:
     photo = image_io.load_image(path, args.max_side)
     image_io.check_writable(args.output_dir or ".")
-    if QUICK_START and "tensorflow" not in sys.modules:
+    model_file = any(getattr(args, k) for k in ("graph", "saved_model", "keras", "meta_graph"))
+    if QUICK_START and "tensorflow" not in sys.modules and not model_file:
         # intel-tensorflow 1.15 spends about 1 s preparing oneDNN kernels on a graph's first
         # run, 20 times what one image's pass costs with its plain kernels (README, "Speed").
-        # Read once, at import; TF 2 ignores it. TF_DISABLE_MKL=0 keeps oneDNN.
+        # Read once, at import; TF 2 ignores it. TF_DISABLE_MKL=0 keeps oneDNN. Only for zoo
+        # networks: a model file may use channels-first ops, which the plain kernels lack.
         os.environ.setdefault("TF_DISABLE_MKL", "1")
     with make_explainer(args) as ex:
         (result,), = ex.explain_photos([photo], [[target]], [path])

@@ -470,7 +470,7 @@ class ExplainHandler(ModelHandler):
             return {}
         import cv2
         from ggcam import evaluation, metrics
-        from ggcam.explanation import softmax
+        from ggcam.explanation import scores as model_scores
         image = model.graph.resize(photo.astype(np.float32) / 255.0)
         maps = evaluation.fused_maps(e.conv_activations, e.conv_gradient, e.guided_backprop)
         seed = zlib.crc32(("%s|%s" % (path, e.requested.key)).encode()) & 0x7FFFFFFF
@@ -478,7 +478,7 @@ class ExplainHandler(ModelHandler):
         blurred = cv2.GaussianBlur(image, (0, 0), evaluation.BLUR_SIGMA)
 
         def predict(batch: np.ndarray) -> np.ndarray:
-            return np.array([softmax(row)[e.label] for row in model.graph.logits(batch).astype(np.float64)])
+            return model_scores(model.graph.logits(batch), model.graph.model.output_function)[:, e.label]
 
         out = {}
         for m in self.s.metric_maps:

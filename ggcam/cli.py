@@ -11,7 +11,7 @@ import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ggcam import labels as labels_mod
-from ggcam.models import zoo
+from ggcam.models import FILE_ONLY, zoo
 from ggcam.targets import Target
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -55,6 +55,18 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                         "its Softmax/Sigmoid)")
     g.add_argument("--input_range", default=None,
                    help="model files: LO,HI the [0, 1] image is scaled to, e.g. -1,1 or 0,255 (default: -1,1)")
+    g.add_argument("--channel_order", choices=("rgb", "bgr"), default="rgb",
+                   help="model files: the channel order the network was trained on (bgr: OpenCV-loaded or "
+                        "Caffe-style images); the pictures always show the photo in RGB")
+    g.add_argument("--mean", default=None,
+                   help="model files: A,B,C (or one value) subtracted after --input_range, in the network's channel "
+                        "order, e.g. 0.485,0.456,0.406 with --input_range=0,1 (torch style)")
+    g.add_argument("--std", default=None,
+                   help="model files: A,B,C (or one value) divided by after --mean, e.g. 0.229,0.224,0.225")
+    g.add_argument("--feed", action="append", default=None, metavar="NAME=VALUE",
+                   help="model files: a value for another placeholder the logits need (is_training=false, "
+                        "keep_prob=1.0, a side input: 0.5 or a comma list 1,2,3); NAME with or without ':0'; "
+                        "a placeholder with a batch axis gets the value for every image; repeatable")
     g.add_argument("--labels", default=None,
                    help="a file of class names, one per line (model files; default: classes by index)")
     g.add_argument("--trust_model", action="store_true",
@@ -77,19 +89,60 @@ def parse_range(text: str) -> Tuple[float, float]:
     return lo, hi
 
 
+def parse_values(text: str, flag: str) -> Tuple[float, ...]:
+    """'A,B,C' or 'A' -> floats (a usage error otherwise)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError("--%s must be numbers separated by commas (A,B,C or A), got %r" % (flag, text))
+    if flag == "std" and not all(v > 0 for v in values):
+        raise UsageError("--std values must be above 0, got %r" % text)
+    return values
+
+
+def _scalar(text: str, flag: str):
+    word = text.strip()
+    if word.lower() in ("true", "false"):
+        return word.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(word)
+        except ValueError:
+            continue
+    raise UsageError("--%s: %r is not true, false, an integer or a number" % (flag, text))
+
+
+def parse_feeds(items: Optional[Sequence[str]]) -> Dict[str, object]:
+    """--feed NAME=VALUE items -> {NAME: value}: true/false, an int, a float, or a comma list."""
+    feeds = {}  # type: Dict[str, object]
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise UsageError("--feed must be NAME=VALUE (e.g. is_training=false), got %r" % item)
+        values = [_scalar(v, "feed " + name) for v in text.split(",")]
+        if name.strip() in feeds:
+            raise UsageError("--feed %s is given twice" % name.strip())
+        feeds[name.strip()] = values[0] if len(values) == 1 else values
+    return feeds
+
+
 def model_kwargs(args: argparse.Namespace) -> Dict:
     """``make_model`` arguments from the model flags (checked, no TensorFlow)."""
     kwargs = {k: getattr(args, k) for k in ("model", "checkpoint", "graph", "saved_model", "keras",
                                             "meta_graph", "input_tensor", "logits_tensor", "labels")}
     kwargs.update(signature=args.signature, trust_model=args.trust_model,
-                  input_range=parse_range(args.input_range) if args.input_range else None)
+                  input_range=parse_range(args.input_range) if args.input_range else None,
+                  channel_order=args.channel_order,
+                  mean=parse_values(args.mean, "mean") if args.mean else None,
+                  std=parse_values(args.std, "std") if args.std else None,
+                  feeds=parse_feeds(args.feed) or None)
     given = [k for k in ("model", "graph", "saved_model", "keras", "meta_graph") if kwargs[k]]
     if len(given) > 1:
         raise UsageError("give one model: %s" % ", ".join("--" + k for k in given))
     kind = given[0] if given else "model"
     if kind == "model":
-        for flag in ("input_tensor", "logits_tensor", "input_range"):
-            if kwargs[flag] is not None:
+        for flag in FILE_ONLY:
+            if kwargs[flag] not in (None, "rgb"):
                 raise UsageError("--%s is for model files (--graph, --saved_model, --keras, --meta_graph)" % flag)
     elif kwargs["checkpoint"] and kind != "meta_graph":
         raise UsageError("--checkpoint goes with --model or --meta_graph, not --%s" % kind)
@@ -262,8 +315,9 @@ def short_hash(path: str) -> str:
 
 # ----------------------------------------------------------------------------- output
 
-def print_top(top: Sequence[Tuple[int, str, float, float]]) -> None:
-    """The best classes as a table: index, name (shortened to fit), logit, probability."""
+def print_top(top: Sequence[Tuple[int, str, float, Optional[float]]]) -> None:
+    """The best classes as a table: index, name (shortened to fit), logit, probability ('-'
+    for a model with no output function)."""
     if not top:
         return
     width = 40
@@ -271,7 +325,7 @@ def print_top(top: Sequence[Tuple[int, str, float, float]]) -> None:
     for index, name, logit, prob in top:
         if len(name) > width:
             name = name[:width - 3] + "..."
-        print("%5d  %-*s %9.3f %8.4f" % (index, width, name, logit, prob))
+        print("%5d  %-*s %9.3f %8s" % (index, width, name, logit, "%.4f" % prob if prob is not None else "-"))
 
 
 def show(path: str) -> None:

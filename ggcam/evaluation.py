@@ -34,7 +34,7 @@ import numpy as np
 
 import gradcam as gc
 from ggcam import cli, image_io, metrics
-from ggcam.explanation import softmax
+from ggcam.explanation import scores as model_scores
 from ggcam.targets import Target
 
 CHECKS = ("randomization", "class", "deletion")
@@ -198,7 +198,7 @@ def faithfulness(graph, plain_graph, images: np.ndarray, out: Dict, steps: int, 
         blurred = cv2.GaussianBlur(image, (0, 0), BLUR_SIGMA)
 
         def predict(batch: np.ndarray) -> np.ndarray:
-            return softmax(graph.logits(batch).astype(np.float64))[:, target]
+            return model_scores(graph.logits(batch), graph.model.output_function)[:, target]
 
         for method in MAP_METHODS + BASELINE_METHODS:
             scores = metrics.deletion_insertion(image, candidates[method], predict, blurred, GREY, steps)

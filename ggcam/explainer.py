@@ -121,7 +121,7 @@ class Explainer:
                 requested=target, logits=out["logits"][k], label=int(out["label"][k]),
                 conv_activations=out["conv_activations"][k], conv_gradient=out["conv_gradient"][k],
                 guided_backprop=out["guided_backprop"][k], guided_backprop_image=out["guided_backprop_image"][k],
-                model=self.model.name, layer=self.layer))
+                model=self.model.name, layer=self.layer, output_function=self.model.output_function))
         return results
 
     def close(self) -> None:

@@ -21,10 +21,33 @@ RAW_FILE = "raw.npz"
 OUTPUT_FILES = tuple([INPUT_FILE] + [name + ".png" for name in PICTURES])
 
 
+# How a model turns its logits into scores (``Model.output_function``).
+OUTPUT_FUNCTIONS = ("softmax", "sigmoid", "none")
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Probabilities from logits along the last axis: [K] -> [K], [N, K] -> [N, K]."""
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
+
+
+def scores(logits: np.ndarray, output_function: str) -> np.ndarray:
+    """The model's own scores from its logits [..., K]: softmax probabilities (summing to 1),
+    sigmoid probabilities (each class on its own, in [0, 1]), or the logits themselves for a
+    model with no output function ("none")."""
+    logits = np.asarray(logits, np.float64)
+    if output_function == "softmax":
+        return softmax(logits)
+    if output_function == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-logits))
+    if output_function == "none":
+        return logits
+    raise ValueError("output_function must be one of %s, got %r" % (", ".join(OUTPUT_FUNCTIONS), output_function))
+
+
+def probabilities(logits: np.ndarray, output_function: str) -> Optional[np.ndarray]:
+    """``scores`` when they are probabilities; None for a raw score ("none")."""
+    return None if output_function == "none" else scores(logits, output_function)
 
 
 class Explanation:
@@ -36,16 +59,17 @@ class Explanation:
     w.r.t. them), ``guided_backprop`` [H_in, W_in, 3] (guided gradient w.r.t. the model-sized
     RGB image in [0, 1]), ``cam`` [h, w]; plus ``photo`` (uint8 RGB [H, W, 3], as fed) and
     ``guided_backprop_image`` [H, W, 3] (w.r.t. the photo in [0, 1]). ``requested`` is the
-    Target asked for; ``model`` and ``layer`` name what was explained.
+    Target asked for; ``model`` and ``layer`` name what was explained; ``output_function``
+    ("softmax", "sigmoid" or "none", as the model has it) what its probabilities are.
     """
 
     def __init__(self, photo: np.ndarray, names: List[str], logits: np.ndarray, label: int,
                  conv_activations: np.ndarray, conv_gradient: np.ndarray,
                  guided_backprop: np.ndarray, guided_backprop_image: np.ndarray,
                  requested: Optional[Target] = None, source: Optional[str] = None, fusion: str = "paper",
-                 model: str = "", layer: str = ""):
+                 model: str = "", layer: str = "", output_function: str = "softmax"):
         self.photo, self.names, self.source, self.fusion = photo, names, source, fusion
-        self.model, self.layer = model, layer
+        self.model, self.layer, self.output_function = model, layer, output_function
         self.logits = np.asarray(logits, np.float32)
         self.label = int(label)
         self.requested = requested if requested is not None else Target.best()
@@ -63,14 +87,16 @@ class Explanation:
         return self.names[self.label]
 
     @property
-    def probability(self) -> float:
-        """Softmax probability of the explained class."""
-        return float(softmax(self.logits.astype(np.float64))[self.label])
+    def probability(self) -> Optional[float]:
+        """The model's probability of the explained class (its softmax or sigmoid), or None
+        when the model has no output function."""
+        probs = probabilities(self.logits, self.output_function)
+        return None if probs is None else float(probs[self.label])
 
-    def top(self, k: int = 5) -> List[Tuple[int, str, float, float]]:
-        """The k best classes: (index, name, logit, probability)."""
-        probs = softmax(self.logits.astype(np.float64))
-        return [(int(i), self.names[i], float(self.logits[i]), float(probs[i]))
+    def top(self, k: int = 5) -> List[Tuple[int, str, float, Optional[float]]]:
+        """The k best classes: (index, name, logit, probability or None)."""
+        probs = probabilities(self.logits, self.output_function)
+        return [(int(i), self.names[i], float(self.logits[i]), None if probs is None else float(probs[i]))
                 for i in np.argsort(-self.logits)[:k]]
 
     @property
@@ -139,8 +165,10 @@ class Explanation:
         return buffer.getvalue()
 
     def __repr__(self) -> str:
-        return "<Explanation %s: class %d (%s), p=%.3f>" % (
-            self.source or "array", self.label, self.name, self.probability)
+        p = self.probability
+        return "<Explanation %s: class %d (%s), %s>" % (
+            self.source or "array", self.label, self.name,
+            "p=%.3f" % p if p is not None else "logit=%.3f" % self.logits[self.label])
 
     def save(self, folder: str, save_raw: bool = False) -> List[str]:
         """Write input.jpg, the pictures (and raw.npz) into ``folder``, each file atomically.

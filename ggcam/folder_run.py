@@ -27,6 +27,7 @@ def make_row(path: str, target: Target, folder: str = "", result=None, error: st
            "folder": folder}
     if result is not None:
         row.update(target_index=result.label, target_name=result.name, probability=result.probability,
+                   logit=float(result.logits[result.label]),
                    top5=[{"index": i, "name": n, "probability": p} for i, n, _, p in result.top(5)],
                    files=files or {})
     else:

@@ -47,8 +47,10 @@ def _row(row: Dict) -> str:
     folder = row["folder"]
     cells = "".join('<td><a href="{0}"><img src="{0}" alt="{1}"></a></td>'.format(
         e(quote(folder + "/" + f)), e(title)) for f, title in COLUMNS)
-    first = "%s (%d), p = %.3f<br><small>%s</small>" % (
-        e(targets.caption(row["target"], row["target_name"])), row["target_index"], row["probability"],
+    score = ("p = %.3f" % row["probability"] if isinstance(row.get("probability"), float)
+             else "logit = %.3f" % row["logit"] if isinstance(row.get("logit"), float) else "")
+    first = "%s (%d), %s<br><small>%s</small>" % (
+        e(targets.caption(row["target"], row["target_name"])), row["target_index"], score,
         e(os.path.basename(row["path"])))
     captions = "".join("<td>%s</td>" % c for c in [first] + [t for _, t in COLUMNS[1:]])
     return "<tr>%s</tr>\n<tr class=\"caption\">%s</tr>" % (cells, captions)

@@ -4,12 +4,13 @@ The graph is built once per model: the model's ops are created with Relu and Rel
 overridden by guided ones; photos and targets are fed, so explaining more images or other
 classes never adds ops (the graph is finalized).
 """
+import re
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from ggcam import graph_cache, guided_relu, isolation
-from ggcam.models import safety
+from ggcam.models import detect, safety
 from ggcam.models.base import Model, ModelError
 from ggcam.models.detect import depends_on
 from ggcam.targets import Target, encode
@@ -109,10 +110,16 @@ class GuidedGradCamGraph:
                                                   name="photo_gradient")
                 self.images = tf.placeholder(tf.float32, [None, height, width, 3], name="images")
                 self.targets = tf.placeholder(tf.int32, [None], name="targets")
+            model.guided = bool(overrides)
             with self.graph.gradient_override_map(overrides):
                 logits = model.build(self.images)
             self.layer_name = layer or model.default_layer
             conv = model.layer(self.layer_name)
+            left = guided_relu.unguided(depends_on(logits, self.images)) if overrides else {}
+            if left:
+                model.notes.append("guided backprop: %s keep their own gradient (not rectifier-like, so not guided)"
+                                   % ", ".join("%s (%d op%s)" % (t, n, "s" if n > 1 else "")
+                                               for t, n in sorted(left.items())))
             with tf.name_scope(ours):  # the same scope again, not "ggcam_1"
                 deepest_rank = tf.maximum(1, tf.reduce_max(-self.targets))
                 _, ranked = tf.nn.top_k(logits, k=deepest_rank)
@@ -141,6 +148,11 @@ class GuidedGradCamGraph:
             if conv_grad is None or input_grad is None:
                 raise ModelError("the logits of %s do not depend on %s" % (
                     model.name, self.layer_name if conv_grad is None else "the input image"))
+            self.layer_tensor = conv  # the layer as the model has it (any axis order)
+            perm = detect.to_nhwc(model.layout(conv))
+            if perm is not None:  # a channels-first layer: the numpy side always gets [h, w, C]
+                with tf.name_scope(ours):
+                    conv, conv_grad = tf.transpose(conv, perm), tf.transpose(conv_grad, perm)
             self.fetches = {"logits": logits, "label": label, "conv_activations": conv,
                             "conv_gradient": conv_grad, "guided_backprop": input_grad}
 
@@ -160,6 +172,7 @@ class GuidedGradCamGraph:
             for k in self._TENSORS:
                 setattr(self, k, tensor(names["tensors"][k]))
             self.fetches = {k: tensor(v) for k, v in names["fetches"].items()}
+            self.layer_tensor = self.fetches["conv_activations"]  # zoo layers are NHWC
             self.layer_name = names["layer_name"]
             self.plain_layer_pass = bool(names["plain_layer_pass"])
             self.model.attach_imported(self.graph, names["model"])
@@ -190,6 +203,18 @@ class GuidedGradCamGraph:
         """``session.run`` of the model's ops, within the time limit of an untrusted model."""
         try:
             return self.session.run(fetches, feeds, options=self._options)
+        except (tf.errors.InvalidArgumentError, tf.errors.InternalError, tf.errors.UnimplementedError) as exc:
+            text = getattr(exc, "message", "") or str(exc)
+            if "only supports NHWC" not in text:
+                raise
+            # TF 1.15's plain CPU kernels (TF_DISABLE_MKL=1, stock tensorflow) have no channels-first
+            # convolutions, pooling or batch norm; the oneDNN ones do.
+            node = re.search(r"\[\[\{?\{?node ([^\s}]+)", text)  # TF 2: [[{{node x}}]], TF 1.15: [[node x (defined
+            raise ModelError("%s: TensorFlow %s's CPU kernels here cannot run %s in the channels-first layout "
+                             "(NCHW) the model uses; run it with oneDNN kernels (intel-tensorflow, as "
+                             "requirements.txt pins, without TF_DISABLE_MKL=1; or TensorFlow 2)"
+                             % (self.model.path or self.model.name, tf.VERSION,
+                                "op " + node.group(1) if node else "its ops"))
         except tf.errors.DeadlineExceededError:
             if self._options is None:
                 raise

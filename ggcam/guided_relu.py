@@ -1,9 +1,17 @@
-"""Guided-backpropagation gradients for Relu and Relu6 (Springenberg et al., 2014).
+"""Guided-backpropagation gradients (Springenberg et al., 2014) for every rectifier-like activation.
 
 Use ``override_map(rule)`` with ``graph.gradient_override_map`` while the model's ops are
-*created*: the override is recorded on each op then. The gradient functions are registered
-with TensorFlow on first use (importing this module loads no TensorFlow, so command lines can
-list ``RULES`` in ``--help``); registering again, after a re-import or reload, is harmless.
+*created*: the override is recorded on each op then. Each guided gradient is the activation's
+own derivative times the *positive part* of the upstream gradient: Relu and Relu6 (the rule
+decides Relu6's saturated units), LeakyRelu, Elu, Selu and Softplus. Activations TensorFlow
+builds from several ops (swish/SiLU ``x * sigmoid(x)``, GELU, hard-swish, mish) are guided
+the same way by a *gate* on their output (``gate``: an identity whose gradient is the positive
+part of the upstream gradient) with their inner ops' plain gradients (``make_plain``), so the
+gradient is the activation's own derivative times the gated upstream gradient.
+
+The gradient functions are registered with TensorFlow on first use (importing this module
+loads no TensorFlow, so command lines can list ``RULES`` in ``--help``); registering again,
+after a re-import or reload, is harmless.
 
 ``plain_gradients()``: inside it, ``tf.gradients`` builds the *unguided* gradient through
 ops that carry the override. Grad-CAM's channel weights need that gradient at a layer with
@@ -17,7 +25,14 @@ RULES = ("exact", "seed", "plain")
 
 _GUIDED_RELU = "GuidedGradCamRelu"
 _GUIDED_RELU6 = {"exact": "GuidedGradCamRelu6Exact", "seed": "GuidedGradCamRelu6Seed"}
-GUIDED_OP_TYPES = frozenset([_GUIDED_RELU] + list(_GUIDED_RELU6.values()))
+# The other single-op activations: op type -> the name its guided gradient is registered under.
+_GUIDED_OTHERS = {"LeakyRelu": "GuidedGradCamLeakyRelu", "Elu": "GuidedGradCamElu", "Selu": "GuidedGradCamSelu",
+                  "Softplus": "GuidedGradCamSoftplus"}
+GATE = "GuidedGradCamGate"  # the gradient of the identity on a composite activation's output
+GUIDED_OP_TYPES = frozenset([_GUIDED_RELU, GATE] + list(_GUIDED_RELU6.values()) + list(_GUIDED_OTHERS.values()))
+# Op types that carry a guided gradient (single-op activations); the plain gradient of each is
+# registered under its own type name.
+GUIDED_TYPES = frozenset(["Relu", "Relu6"] + list(_GUIDED_OTHERS))
 _plain = [False]  # read while tf.gradients builds the backward ops, not when they run
 
 
@@ -58,8 +73,22 @@ def _register() -> None:
         # The seed's rule: relu_grad on the *output*, so saturated units (output 6) pass too.
         return gen_nn_ops.relu_grad(positive(grad), op.outputs[0])
 
-    for name, fn in ((_GUIDED_RELU, guided_relu_grad), (_GUIDED_RELU6["exact"], guided_relu6_exact_grad),
-                     (_GUIDED_RELU6["seed"], guided_relu6_seed_grad)):
+    def guided(own_gradient):
+        """The guided gradient of an activation whose gradient is ``own_gradient(op, grad)``."""
+        def gradient(op, grad):
+            return own_gradient(op, grad if _plain[0] else positive(grad))
+        return gradient
+
+    others = {
+        "LeakyRelu": lambda op, g: gen_nn_ops.leaky_relu_grad(g, op.inputs[0], alpha=op.get_attr("alpha")),
+        "Elu": lambda op, g: gen_nn_ops.elu_grad(g, op.outputs[0]),
+        "Selu": lambda op, g: gen_nn_ops.selu_grad(g, op.outputs[0]),
+        "Softplus": lambda op, g: gen_nn_ops.softplus_grad(g, op.inputs[0]),
+    }
+    registered = [(_GUIDED_RELU, guided_relu_grad), (_GUIDED_RELU6["exact"], guided_relu6_exact_grad),
+                  (_GUIDED_RELU6["seed"], guided_relu6_seed_grad), (GATE, guided(lambda op, g: g))]
+    registered += [(_GUIDED_OTHERS[t], guided(fn)) for t, fn in others.items()]
+    for name, fn in registered:
         try:
             ops.RegisterGradient(name)(fn)
         except KeyError:
@@ -67,7 +96,7 @@ def _register() -> None:
 
 
 def override_map(rule: str = "exact") -> Dict[str, str]:
-    """The ``gradient_override_map`` argument that makes Relu and Relu6 guided.
+    """The ``gradient_override_map`` argument that makes the single-op activations guided.
 
     rule: "exact" (true ReLU6 derivative), "seed" (saturated units pass gradient) or
     "plain" (no override: the vanilla gradient, for comparison).
@@ -77,7 +106,58 @@ def override_map(rule: str = "exact") -> Dict[str, str]:
     if rule == "plain":
         return {}
     _register()
-    return {"Relu": _GUIDED_RELU, "Relu6": _GUIDED_RELU6[rule]}
+    return dict(_GUIDED_OTHERS, Relu=_GUIDED_RELU, Relu6=_GUIDED_RELU6[rule])
+
+
+def gate(x):
+    """``x`` through an identity whose gradient is the positive part of the upstream one (the
+    plain gradient inside ``plain_gradients``): put on a composite activation's output."""
+    from tensorflow.python.ops import array_ops
+    _register()
+    with x.graph.gradient_override_map({"Identity": GATE}):
+        return array_ops.identity(x, name="ggcam_gate")
+
+
+# Graph collection of the ops inside gated composite activations (their gradient is plain).
+COMPOSITE_OPS = "ggcam_composite_activation_ops"
+# Nonlinear element-wise op types whose own gradient passes unguided when not inside a gated
+# composite: said in a note (``unguided``).
+_REPORTED = ("Sigmoid", "Tanh", "Softsign", "Erf", "Exp")
+
+
+def unguided(ops) -> Dict[str, int]:
+    """Op type -> count of the nonlinear element-wise ops among ``ops`` (a model's forward ops)
+    whose gradient is not guided: neither a guided single-op activation nor inside a gated
+    composite one."""
+    ops = list(ops)
+    inside = set(ops[0].graph.get_collection(COMPOSITE_OPS)) if ops else set()
+    counts = {}  # type: Dict[str, int]
+    for op in ops:
+        if op.type in _REPORTED and op not in inside:
+            counts[op.type] = counts.get(op.type, 0) + 1
+    return counts
+
+
+def composite_activation(fn, x, guided: bool = True):
+    """``fn(x)`` (an activation TensorFlow builds from several ops) with its inner ops' plain
+    gradients and, when ``guided``, a gate on its output."""
+    graph = x.graph
+    start = len(graph.get_operations())
+    with graph.gradient_override_map({t: t for t in GUIDED_TYPES}):  # each type's own gradient
+        y = fn(x)
+    for op in graph.get_operations()[start:]:
+        graph.add_to_collection(COMPOSITE_OPS, op)
+    return gate(y) if guided else y
+
+
+def make_plain(ops) -> None:
+    """Give the single-op activations among ``ops`` (inside a gated composite activation) their
+    plain gradient again (the override map gave them the guided one when they were made)."""
+    from tensorflow.core.framework import attr_value_pb2
+    for op in ops:
+        if op.type in GUIDED_TYPES:
+            # TensorFlow's own gradient of each type is registered under the type's name.
+            op._set_attr("_gradient_op_type", attr_value_pb2.AttrValue(s=op.type.encode()))  # no public setter
 
 
 @contextlib.contextmanager

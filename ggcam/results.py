@@ -19,7 +19,7 @@ def csv_row(row: Dict) -> Dict:
     for r, entry in enumerate(row.get("top5") or [], start=1):
         flat["top%d_index" % r] = entry["index"]
         flat["top%d_name" % r] = entry["name"]
-        flat["top%d_probability" % r] = "%.6f" % entry["probability"]
+        flat["top%d_probability" % r] = "%.6f" % entry["probability"] if entry["probability"] is not None else ""
     if isinstance(flat.get("probability"), float):
         flat["probability"] = "%.6f" % flat["probability"]
     if isinstance(flat.get("seconds"), float):

@@ -30,7 +30,9 @@ import tempfile
 import warnings
 from typing import Iterator
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 3: no native log lines below FATAL; every error this project can meet reaches Python as an
+# exception, and its one-line message says what the native ERROR line would.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # TF >= 2.16: tf.keras is Keras 3 (no graph mode) unless this is set and the tf_keras package
 # (Keras 2) is installed, as requirements-tf2.txt does. Ignored by TF 1.15 and 2.15.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -3,11 +3,13 @@
 ``make_model(...)`` picks the kind from the arguments given; importing this package loads no
 TensorFlow (the kinds' modules do, when a model is made).
 """
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ggcam.models.zoo import DEFAULT_MODEL, ZOO
 
 KINDS = ("model", "graph", "saved_model", "keras", "meta_graph")
+# Arguments only model files take (a zoo network knows its own input and preprocessing).
+FILE_ONLY = ("input_tensor", "logits_tensor", "input_range", "channel_order", "mean", "std", "feeds")
 
 
 def read_class_names(path: str) -> List[str]:
@@ -29,7 +31,8 @@ def make_model(model: Optional[str] = None, checkpoint: Optional[str] = None, gr
                keras: Optional[str] = None, meta_graph: Optional[str] = None,
                input_tensor: Optional[str] = None, logits_tensor: Optional[str] = None,
                input_range: Optional[Tuple[float, float]] = None, labels: Optional[str] = None,
-               trust_model: bool = False):
+               trust_model: bool = False, channel_order: str = "rgb", mean: Optional[Sequence[float]] = None,
+               std: Optional[Sequence[float]] = None, feeds: Optional[Dict[str, object]] = None):
     """The description of the model named by exactly one of ``model`` (a slim zoo name),
     ``graph`` (frozen GraphDef), ``saved_model`` (folder), ``keras`` (HDF5 file) or
     ``meta_graph`` (``.meta`` file, with ``checkpoint``). Default: the zoo's MobileNet V1."""
@@ -40,10 +43,11 @@ def make_model(model: Optional[str] = None, checkpoint: Optional[str] = None, gr
     names = read_class_names(labels) if labels else None
     kind = given[0] if given else "model"
     imported = {"input_tensor": input_tensor, "logits_tensor": logits_tensor, "input_range": input_range,
-                "class_names": names, "trust_model": trust_model}
+                "class_names": names, "trust_model": trust_model, "channel_order": channel_order, "mean": mean,
+                "std": std, "feeds": feeds or None}
     if kind == "model":
-        for flag in ("input_tensor", "logits_tensor", "input_range"):
-            if imported[flag] is not None:
+        for flag in FILE_ONLY:
+            if imported[flag] not in (None, "rgb"):
                 raise ValueError("--%s is for imported models (--graph, --saved_model, --keras, --meta_graph)" % flag)
         from ggcam.models.slim import SlimModel
         return SlimModel(model or DEFAULT_MODEL, checkpoint, class_names=names)

@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ggcam.models import detect
 from ggcam.tf_compat import tf
 
 # Luminance weights (ITU-R BT.601), as Pillow's "L" conversion uses.
@@ -45,9 +46,14 @@ class Model:
       channels: 3 (RGB) or 1 (greyscale: the photo's luminance is fed).
       input_range: (lo, hi) the [0, 1] image is scaled to; or None when ``mean_rgb`` is set.
       mean_rgb: per-channel means subtracted from the 0..255 image (VGG-style), or None.
+      channel_order: "rgb", or "bgr" for networks trained on OpenCV-loaded or Caffe-style images.
+      mean, std: per-channel (one value, or one per channel in the network's order) values
+        subtracted and divided by after the range (torch- and Caffe-style normalisation), or None.
       num_classes, class_names: the classes; names[i] names output i.
       default_layer: the Grad-CAM layer when none is asked for.
       max_batch: how many images one run may take (1 for graphs exported with a fixed batch).
+      output_function: how the model turns logits into its scores: "softmax", "sigmoid" (each
+        class on its own, multi-label) or "none" (a raw score); probabilities follow it.
       path: the model file ('' for networks built from code).
       trust_model: whether the user trusts the file (``ggcam.models.safety`` checks every model
         that is not trusted, networks built from code too).
@@ -62,32 +68,86 @@ class Model:
     class_names = None  # type: Optional[List[str]]
     default_layer = ""
     max_batch = None  # type: Optional[int]
+    output_function = "softmax"
+    guided = True  # set by the graph before build: False for the vanilla gradient (rule "plain")
+    channel_order = "rgb"
+    mean = None  # type: Optional[Tuple[float, ...]]
+    std = None  # type: Optional[Tuple[float, ...]]
     path = ""
     trust_model = False
 
     def __init__(self) -> None:
         self.logits = None  # type: Optional[tf.Tensor]
         self.model_input = None  # type: Optional[tf.Tensor]
+        self.input_layout = "NHWC"  # "NCHW": the network takes channels first (the image is transposed to it)
+        self._layouts = None  # type: Optional[Dict[tf.Tensor, str]]
         self.notes = []  # type: List[str]  # choices made automatically, said once to the user
 
     # --------------------------------------------------------------- preprocessing
 
     def preprocess(self, images: tf.Tensor) -> tf.Tensor:
-        """RGB [N, H, W, 3] in [0, 1] -> the network's input [N, H, W, channels], as graph ops."""
+        """RGB [N, H, W, 3] in [0, 1] -> the network's input [N, H, W, channels], as graph ops
+        (so gradients reach the [0, 1] photo): luminance for one channel, the channel order,
+        then ``mean_rgb`` (0..255 minus means) or ``input_range``, then ``(x - mean) / std``."""
         x = images
         if self.channels == 1:
             x = tf.reduce_sum(x * tf.constant(_LUMA, tf.float32), axis=-1, keepdims=True)
+        elif self.channel_order == "bgr":
+            x = tf.reverse(x, axis=[-1])
         if self.mean_rgb is not None:
             means = self.mean_rgb if self.channels == 3 else (sum(self.mean_rgb) / 3.0,)
-            return x * 255.0 - tf.constant(means, tf.float32)
-        lo, hi = self.input_range
-        return x * (hi - lo) + lo
+            x = x * 255.0 - tf.constant(means, tf.float32)
+        else:
+            lo, hi = self.input_range
+            x = x * (hi - lo) + lo
+        if self.mean is not None:
+            x = x - tf.constant(self.mean, tf.float32)
+        if self.std is not None:
+            x = x / tf.constant(self.std, tf.float32)
+        return x
+
+    def set_preprocessing(self, input_range: Optional[Tuple[float, float]] = None, channel_order: str = "rgb",
+                          mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> None:
+        """A model file's preprocessing as the user gives it (None: the default)."""
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError("channel_order must be rgb or bgr, got %r" % (channel_order,))
+        self._preprocessing_given = (input_range is not None or channel_order != "rgb" or mean is not None
+                                     or std is not None)
+        if input_range is not None:
+            self.input_range = (float(input_range[0]), float(input_range[1]))
+        self.channel_order = channel_order
+        self.mean = tuple(float(m) for m in mean) if mean is not None else None
+        self.std = tuple(float(v) for v in std) if std is not None else None
+        if self.std is not None and not all(v > 0 for v in self.std):
+            raise ValueError("std values must be above 0, got %s" % ",".join("%g" % v for v in self.std))
+
+    def preprocessing_note(self) -> str:
+        """The note every run of a model file says: what the network is fed (the preprocessing
+        cannot be read off a model file, and a wrong one changes the answer without an error).
+        Raises ModelError when mean or std do not fit the input's channels."""
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) not in (1, self.channels):
+                raise ModelError("--%s has %d values; the input has %d channel(s): give 1 or %d"
+                                 % (name, len(values), self.channels, self.channels))
+        return "preprocessing: %s (%s; --input_range, --channel_order, --mean and --std choose it)" % (
+            self.describe_preprocessing(), "as given" if getattr(self, "_preprocessing_given", False)
+            else "the default, not read from the file")
 
     def describe_preprocessing(self) -> str:
-        grey = "luminance of the photo, " if self.channels == 1 else ""
+        """'[0, 1] scaled to [-1, 1]' and the like: what the network is fed, from the photo."""
+        if self.channels == 1:
+            parts = ["luminance of the photo"]
+        else:
+            parts = ["BGR (channels reversed)" if self.channel_order == "bgr" else "RGB"]
         if self.mean_rgb is not None:
-            return "%sRGB 0..255 minus means %s" % (grey, ", ".join("%.2f" % m for m in self.mean_rgb))
-        return "%s[0, 1] scaled to [%g, %g]" % (grey, self.input_range[0], self.input_range[1])
+            parts.append("0..255 minus means %s" % ", ".join("%.2f" % m for m in self.mean_rgb))
+        else:
+            parts.append("[0, 1] scaled to [%g, %g]" % (self.input_range[0], self.input_range[1]))
+        if self.mean is not None:
+            parts.append("minus %s" % ", ".join("%g" % m for m in self.mean))
+        if self.std is not None:
+            parts.append("divided by %s" % ", ".join("%g" % v for v in self.std))
+        return ", ".join(parts)
 
     # --------------------------------------------------------------- building
 
@@ -127,6 +187,7 @@ class Model:
         Call inside the guided override context. Returns the logits [N, num_classes].
         """
         self.model_input = self.preprocess(images)
+        self._layouts = None
         self.logits = self._create(self.model_input)
         if self.logits.shape.ndims != 2:
             raise ModelError("%s: logits must be [batch, classes], got %s" % (self.name, self.logits.shape))
@@ -195,6 +256,31 @@ class Model:
 
     def _scoped(self, name: str) -> str:
         return name
+
+    def _layout_source(self) -> Optional[tf.Tensor]:
+        """The tensor the network's ops start from, in ``input_layout`` (None: everything NHWC)."""
+        return None
+
+    def layout(self, tensor: tf.Tensor) -> str:
+        """The axis order of a 4-D tensor of the network ("NHWC", "NCHW", ...; "NHWC" where it
+        cannot be told), from the ops' data formats and transposes (``detect.layouts``)."""
+        source = self._layout_source()
+        if source is None:
+            return "NHWC"
+        if self._layouts is None:
+            self._layouts = detect.layouts(self.logits, source, self.input_layout)
+        return self._layouts.get(tensor) or "NHWC"
+
+    def _layout_note(self, tensor: tf.Tensor) -> str:
+        layout = self.layout(tensor)
+        return "" if layout == "NHWC" else "; its axes are %s: Grad-CAM takes channels from axis %d" % (
+            layout, layout.index("C"))
+
+    def layer_shape(self, tensor: tf.Tensor) -> List[Optional[int]]:
+        """[h, w, channels] of a 4-D layer, whatever its axis order."""
+        dims = tensor.shape.as_list()
+        perm = detect.to_nhwc(self.layout(tensor))
+        return [dims[i] for i in perm][1:] if perm else dims[1:]
 
     def randomization_layers(self) -> Optional["OrderedDict[str, List[tf.Variable]]"]:
         """Layer name -> its weight (and bias) variables, from the logits down to the input;

@@ -23,6 +23,7 @@ Names: users always type names as they are in the file (``--layer=MobilenetV1/..
 then it goes under a scope, and ``_scoped`` adds it.
 """
 import glob
+import json
 import os
 import re
 import warnings
@@ -31,7 +32,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tupl
 
 import numpy as np
 
-from ggcam.models import detect, safety
+from ggcam import guided_relu
+from ggcam.models import composites, detect, safety
+from ggcam.models.feeds import feed_plan, feed_tensor
 from ggcam.models.base import Model, ModelError, close_matches, group_layers, load_variables, variable_over
 from ggcam.models.slim import checkpoint_exists, checkpoint_problems
 from ggcam.tf_compat import registered_ops, tf
@@ -58,6 +61,15 @@ def _op_name(ref: str) -> str:
 def _tensor_name(ref: str) -> str:
     """A data input 'name' or 'name:k' -> 'name:k'."""
     return ref if ":" in ref else ref + ":0"
+
+
+def _image_channels(t: tf.Tensor) -> Optional[int]:
+    """The axis of a 4-D tensor's 1 or 3 colour channels: 3 (channels last, preferred), 1
+    (channels first), or None."""
+    dims = t.shape.as_list()
+    if dims[3] in (1, 3):
+        return 3
+    return 1 if dims[1] in (1, 3) else None
 
 
 def _shape(t: tf.Tensor) -> str:
@@ -163,15 +175,15 @@ class _Nodes:
                 stack.extend(self.consumers[name])
         return seen
 
-    def ancestors(self, start: str, stop: str = "") -> Set[str]:
-        """``start`` and every node it depends on, not looking behind ``stop``."""
+    def ancestors(self, start: str, stop: Set[str] = frozenset()) -> Set[str]:
+        """``start`` and every node it depends on, not looking behind the nodes of ``stop``."""
         seen, stack = set(), [start]
         while stack:
             name = stack.pop()
             if name in seen or name not in self.by_name:
                 continue
             seen.add(name)
-            if name != stop:
+            if name not in stop:
                 stack.extend(_op_name(ref) for ref in self.by_name[name].input)
         return seen
 
@@ -350,36 +362,40 @@ def _called_functions(nodes: Iterable, library) -> Set[str]:
     return seen
 
 
-def _path_graph_def(graph_def, path: Set[str], input_name: str, input_dtype: tf.DType):
-    """The GraphDef the explainer imports: the nodes of ``path`` in file order, the fed op
-    replaced by a placeholder of its name (a queue or reader would need its own inputs), the
-    file's bookkeeping attributes dropped, and the library cut to the functions they call.
-    Returns it and the ``input_map`` key of the fed tensor."""
+def _path_graph_def(graph_def, path: Set[str], fed: Dict[str, tf.DType]):
+    """The GraphDef the explainer imports: the nodes of ``path`` in file order, each fed op
+    (``fed``: tensor name -> dtype, the image's and the ``--feed`` ones) replaced by a
+    placeholder of its name (a queue or reader would need its own inputs), the file's
+    bookkeeping attributes dropped, and the library cut to the functions they call. Returns
+    it and the ``input_map`` key of each fed tensor."""
     out = tf.GraphDef()
     out.versions.CopyFrom(graph_def.versions)
-    input_op = _op_name(input_name)
+    fed_ops = {_op_name(name): dtype for name, dtype in fed.items()}
     for node in graph_def.node:
         if node.name not in path:
             continue
         n = out.node.add()
-        if node.name == input_op:
+        if node.name in fed_ops:
             n.name, n.op = node.name, "Placeholder"
-            n.attr["dtype"].type = input_dtype.as_datatype_enum
+            n.attr["dtype"].type = fed_ops[node.name].as_datatype_enum
             continue
         n.CopyFrom(node)
         n.device = ""
         _drop_bookkeeping(n)
-    key = input_name
-    if not key.endswith(":0"):  # the fed tensor is a later output of its op: the placeholder's
-        for node in out.node:
-            for i, ref in enumerate(node.input):
-                if ref == key:
-                    node.input[i] = input_op
-        key = input_op + ":0"
+    keys = {}
+    for name in fed:
+        key = _tensor_name(name)
+        if not key.endswith(":0"):  # the fed tensor is a later output of its op: the placeholder's
+            for node in out.node:
+                for i, ref in enumerate(node.input):
+                    if ref == key:
+                        node.input[i] = _op_name(key)
+            key = _op_name(key) + ":0"
+        keys[name] = key
     keep = _called_functions(out.node, graph_def.library)
     out.library.function.extend(f for f in graph_def.library.function if f.signature.name in keep)
     out.library.gradient.extend(g for g in graph_def.library.gradient if g.function_name in keep)
-    return out, key
+    return out, keys
 
 
 def _canonical(t: tf.Tensor) -> tf.Tensor:
@@ -388,14 +404,6 @@ def _canonical(t: tf.Tensor) -> tf.Tensor:
     while t.op.type in detect.PASS_THROUGH and t.op.inputs:
         t = t.op.inputs[0]
     return t
-
-
-def _activation_of(output: tf.Tensor) -> tf.Operation:
-    """The Softmax/Sigmoid op ``detect.logits_behind`` stepped over to leave ``output``."""
-    t = output
-    while t.op.type in detect.PASS_THROUGH and t.op.inputs:
-        t = t.op.inputs[0]
-    return t.op
 
 
 def _slice_infos(meta_graph) -> Dict[str, object]:
@@ -425,14 +433,15 @@ class _ImportedModel(Model):
 
     def __init__(self, path: str, input_tensor: Optional[str] = None, logits_tensor: Optional[str] = None,
                  input_range: Optional[Tuple[float, float]] = None, class_names: Optional[List[str]] = None,
-                 trust_model: bool = False):
+                 trust_model: bool = False, channel_order: str = "rgb", mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None, feeds: Optional[Dict[str, object]] = None):
         super().__init__()
         self.path = path
         self.name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+        self.feeds = dict(feeds or {})  # tensor or op name -> value, for extra placeholders
+        self._feeds = {}  # type: Dict[str, Dict]  # after prepare: tensor name -> feed_plan
         self.input_tensor, self.logits_tensor = input_tensor, logits_tensor
-        self._range_given = input_range is not None
-        if input_range is not None:
-            self.input_range = (float(input_range[0]), float(input_range[1]))
+        self.set_preprocessing(input_range, channel_order, mean, std)
         self.class_names = list(class_names) if class_names else None
         self.trust_model = trust_model
         # Set by prepare: names as in the file.
@@ -460,9 +469,25 @@ class _ImportedModel(Model):
     def _import(self, source: tf.Tensor, scope: str) -> None:
         """Import the path (``_path_graph_def``) into the current graph under ``scope`` ('' for
         none), its input replaced by ``source``: the rest of the file is neither imported nor run."""
-        pruned, key = _path_graph_def(self._graph_def, self._path_nodes, self._input_name, self._input_dtype)
+        fed = dict({name: tf.as_dtype(plan["dtype"]) for name, plan in self._feeds.items()},
+                   **{self._input_name: self._input_dtype})
+        pruned, keys = _path_graph_def(self._graph_def, self._path_nodes, fed)
         _hold_weights(pruned)
-        tf.import_graph_def(pruned, input_map={key: source}, name=scope)
+        found = composites.gate_composites(pruned) if self.guided else []
+        mapped = {keys[self._input_name]: source}
+        for name, plan in self._feeds.items():
+            mapped[keys[name]] = feed_tensor(plan, source)
+        tf.import_graph_def(pruned, input_map=mapped, name=scope)
+        graph, prefix = tf.get_default_graph(), scope + "/" if scope else ""
+        for c in found:
+            inner = [graph.get_operation_by_name(prefix + name) for name in c.inner]
+            guided_relu.make_plain(inner)
+            for op in inner:
+                graph.add_to_collection(guided_relu.COMPOSITE_OPS, op)
+        if found:
+            kinds = sorted({c.kind for c in found})
+            self.notes.append("guided backprop: %d activation(s) made of several ops (%s) guided at their output"
+                              % (len(found), ", ".join(kinds)))
 
     # --------------------------------------------------------------- prepare
 
@@ -491,6 +516,10 @@ class _ImportedModel(Model):
             raise ModelError("input %s of %s has shape %s, not an image [batch, height, width, channels]"
                              % (source.name, self.path, _shape(source)))
         batch, height, width, channels = source.shape.as_list()
+        self.input_layout = "NHWC"
+        if _image_channels(source) == 1:  # channels first (NCHW): fed through a transpose
+            self.input_layout = "NCHW"
+            batch, channels, height, width = source.shape.as_list()
         if height is None or width is None:
             raise ModelError("input %s of %s has no fixed size (shape %s); name an input of known size with "
                              "--input_tensor" % (source.name, self.path, _shape(source)))
@@ -505,6 +534,9 @@ class _ImportedModel(Model):
             grey = ", the photo's luminance" if channels == 1 else ""
             self.notes.append("input: %s %s%s%s (found automatically; --input_tensor to choose)"
                               % (source.name, [height, width, channels], how, grey))
+        if self.input_layout == "NCHW":
+            self.notes.append("input %s takes channels first %s: the image is transposed to it in the graph"
+                              % (source.name, [channels, height, width]))
         if batch is not None:
             # Graphs exported with a fixed batch (the image-retraining script's take one image).
             self.max_batch = 1
@@ -514,12 +546,11 @@ class _ImportedModel(Model):
             else:
                 self.notes.append("input %s has a fixed batch size of %d: images are run one by one, which works "
                                   "only if the graph does not depend on that size" % (source.name, batch))
-        if not self._range_given:
-            self.notes.append("input range: the [0, 1] image is scaled to [%g, %g] (the default; --input_range "
-                              "to choose)" % self.input_range)
+        self.notes.append(self.preprocessing_note())
 
+        self._feeds = self._resolve_feeds(scratch, inputs, source)
         logits = self._choose_logits(scratch, nodes, source, replaced, outputs)
-        self._check_path(nodes, logits, source)  # refusals first: they say most about the file
+        self._check_path(scratch, nodes, logits, source)  # refusals first: they say most about the file
         if logits.shape.ndims != 2 or logits.shape.as_list()[-1] is None:
             raise ModelError("logits %s of %s must be [batch, classes], got shape %s"
                              % (logits.name, self.path, _shape(logits)))
@@ -534,8 +565,8 @@ class _ImportedModel(Model):
     def prepared_state(self) -> Dict:
         return {"notes": list(self.notes), "input_size": list(self.input_size), "channels": self.channels,
                 "max_batch": self.max_batch, "num_classes": self.num_classes, "input": self._input_name,
-                "input_dtype": self._input_dtype.name, "logits": self._logits_name,
-                "path": sorted(self._path_nodes)}
+                "input_dtype": self._input_dtype.name, "input_layout": self.input_layout, "logits": self._logits_name,
+                "output_function": self.output_function, "path": sorted(self._path_nodes), "feeds": self._feeds}
 
     def adopt(self, state: Dict) -> None:
         self._graph_def = self._load()
@@ -543,7 +574,24 @@ class _ImportedModel(Model):
         self.input_size, self.channels = tuple(state["input_size"]), state["channels"]
         self.max_batch, self.num_classes = state["max_batch"], state["num_classes"]
         self._input_name, self._input_dtype = state["input"], tf.as_dtype(state["input_dtype"])
+        self.input_layout = state["input_layout"]
         self._logits_name, self._path_nodes = state["logits"], set(state["path"])
+        self.output_function, self._feeds = state["output_function"], state["feeds"]
+
+    def _resolve_feeds(self, graph: tf.Graph, keys: Dict[str, str], source: tf.Tensor) -> Dict[str, Dict]:
+        """Tensor name -> {"value", "dtype", "batched"} for each ``feeds`` entry: the value
+        checked against the tensor's dtype and shape; "batched" when the tensor has one more
+        axis than the value, a batch axis (the value is then repeated for every image)."""
+        plans = {}
+        for name, value in self.feeds.items():
+            t = self._user_tensor(graph, name, "--feed", keys)
+            if t.op is source.op:
+                raise ModelError("--feed %s: that is the image input of %s" % (name, self.path))
+            plans[t.name] = feed_plan(name, value, t)
+        if plans:
+            self.notes.append("fed: %s" % ", ".join("%s=%s%s" % (k, json.dumps(p["value"]), " (for every image)"
+                                                                  if p["batched"] else "") for k, p in plans.items()))
+        return plans
 
     def _user_tensor(self, graph: tf.Graph, name: str, flag: str, keys: Dict[str, str]) -> tf.Tensor:
         """The tensor a flag names: a signature key, a tensor name or an op name of the file."""
@@ -571,7 +619,7 @@ class _ImportedModel(Model):
                 return self._after_sources(graph, [t.op], "the signature's input")
         placeholders = [op for op in graph.get_operations() if op.type == "Placeholder" and op.name not in replaced]
         images = [op.outputs[0] for op in placeholders if op.outputs[0].dtype.is_floating
-                  and op.outputs[0].shape.ndims == 4 and op.outputs[0].shape.as_list()[-1] in (1, 3)]
+                  and op.outputs[0].shape.ndims == 4 and _image_channels(op.outputs[0]) is not None]
         if signature_inputs:  # several inputs: the image among them
             images = [t for t in images if t.name in signature_inputs.values()]
         if len(images) == 1:
@@ -584,7 +632,7 @@ class _ImportedModel(Model):
         if not sources:
             seen = ", ".join("%s (%s %s)" % (op.name, op.outputs[0].dtype.name, _shape(op.outputs[0]))
                              for op in placeholders[:5])
-            raise ModelError("found no image input in %s (a float placeholder [batch, height, width, 1 or 3]%s); "
+            raise ModelError("found no image input in %s (a float placeholder [batch, height, width, 1 or 3], or channels first%s); "
                              "name it with --input_tensor" % (self.path, "; its placeholders: " + seen if seen else ""))
         return self._after_sources(graph, sources, "")
 
@@ -616,8 +664,15 @@ class _ImportedModel(Model):
 
     def _choose_logits(self, graph: tf.Graph, nodes: _Nodes, source: tf.Tensor, replaced: Set[str],
                        signature_outputs: Dict[str, str]) -> tf.Tensor:
-        if self.logits_tensor:  # taken as is: the user may want the probabilities
-            return self._user_tensor(graph, self.logits_tensor, "--logits_tensor", signature_outputs)
+        if self.logits_tensor:
+            output = self._user_tensor(graph, self.logits_tensor, "--logits_tensor", signature_outputs)
+            logits = detect.logits_behind(output)
+            activation = detect.activation_of(output)
+            if activation is not None:  # probabilities saturate the gradient: their logits, as when found
+                self.notes.append("logits: %s, the input of %s %s, which --logits_tensor names (probabilities "
+                                  "would saturate the gradient)" % (logits.name, activation.type, activation.name))
+            self.output_function = detect.output_function(logits, output)
+            return logits
         if signature_outputs:
             named = [(k, _lookup(graph, v)) for k, v in signature_outputs.items()]
             outputs = [t for _, t in named if t is not None and t.dtype.is_floating and t.shape.ndims == 2]
@@ -643,9 +698,10 @@ class _ImportedModel(Model):
             self.notes.append("logits: %s, the model's output (found automatically; --logits_tensor to choose)"
                               % logits.name)
         else:
-            activation = _activation_of(output)
+            activation = detect.activation_of(output)
             self.notes.append("logits: %s, the input of %s %s (found automatically; --logits_tensor to choose)"
                               % (logits.name, activation.type, activation.name))
+        self.output_function = detect.output_function(logits, output)
         return logits
 
     def _graph_outputs(self, graph: tf.Graph, nodes: _Nodes, source: tf.Tensor, replaced: Set[str]) -> List[tf.Tensor]:
@@ -683,7 +739,7 @@ class _ImportedModel(Model):
                              "computed from %s); name it with --logits_tensor" % (self.path, source.name))
         return outputs
 
-    def _check_path(self, nodes: _Nodes, logits: tf.Tensor, source: tf.Tensor) -> None:
+    def _check_path(self, graph: tf.Graph, nodes: _Nodes, logits: tf.Tensor, source: tf.Tensor) -> None:
         """The ops the explanation runs: refuse unsafe ones, other placeholders, variables
         without weights."""
         input_op = source.op.name
@@ -691,21 +747,36 @@ class _ImportedModel(Model):
         if input_op not in path:
             raise ModelError("the logits %s of %s do not depend on the input %s"
                              % (logits.name, self.path, source.name))
-        ordered = [n for n in nodes.graph_def.node if n.name in path and n.name != input_op]
-        pruned, _ = _path_graph_def(nodes.graph_def, path, source.name, source.dtype.base_dtype)
+        fed = {source.name: source.dtype.base_dtype}
+        fed.update((name, tf.as_dtype(plan["dtype"])) for name, plan in self._feeds.items())
+        fed_ops = {_op_name(name): name for name in fed}
+        path = nodes.ancestors(logits.op.name, stop=set(fed_ops))
+        if input_op not in path:
+            raise ModelError("the logits %s of %s do not depend on the input %s"
+                             % (logits.name, self.path, source.name))
+        ordered = [n for n in nodes.graph_def.node if n.name in path and n.name not in fed_ops]
+        pruned, _ = _path_graph_def(nodes.graph_def, path, fed)
         safety.check_nodes(ordered, self.trust_model, self.path, pruned.library)
+        unfed = [graph.get_operation_by_name(n.name).outputs[0] for n in ordered if n.op == "Placeholder"]
+        if unfed:
+            example = "false" if unfed[0].dtype == tf.bool else "1" if unfed[0].dtype.is_integer else "0.5"
+            raise ModelError("the logits of %s also depend on placeholder%s %s; give %s with --feed NAME=VALUE "
+                             "(e.g. --feed %s=%s)" % (
+                                 self.path, "s" if len(unfed) > 1 else "",
+                                 ", ".join("%s (%s %s)" % (t.op.name, t.dtype.base_dtype.name, _shape(t)) for t in unfed),
+                                 "each a value" if len(unfed) > 1 else "it a value", unfed[0].op.name, example))
         for n in ordered:
-            if n.op == "Placeholder":
-                raise ModelError("the logits of %s also depend on placeholder %s, which the explanation cannot "
-                                 "feed; name the tensor after it with --input_tensor, or export the model for "
-                                 "inference" % (self.path, n.name))
             for ref in n.input:
-                if _op_name(ref) == input_op and (ref.startswith("^") or _tensor_name(ref) != source.name):
-                    # Only the image is fed: the input op itself, and anything behind it, never runs.
-                    raise ModelError("op %s of %s depends on the input op %s other than through the image %s (%s); "
-                                     "name the tensor to feed with --input_tensor"
-                                     % (n.name, self.path, input_op, source.name,
-                                        "a control input" if ref.startswith("^") else "its output " + ref))
+                op = _op_name(ref)
+                if op in fed_ops and (ref.startswith("^") or _tensor_name(ref) != _tensor_name(fed_ops[op])):
+                    # Only the image (and the fed values) go in: the fed ops themselves, and
+                    # anything behind them, never run.
+                    what = "the image" if op == input_op else "the value fed"
+                    raise ModelError("op %s of %s depends on the %s op %s other than through %s %s (%s); "
+                                     "name the tensor to feed with %s"
+                                     % (n.name, self.path, "input" if op == input_op else "fed", op, what,
+                                        fed_ops[op], "a control input" if ref.startswith("^") else "its output " + ref,
+                                        "--input_tensor" if op == input_op else "--feed"))
         self._path_nodes = path
         self._check_variables([n for n in ordered if n.op in _VARIABLE_OPS])
 
@@ -731,6 +802,8 @@ class _ImportedModel(Model):
     def _create(self, model_input: tf.Tensor) -> tf.Tensor:
         graph = tf.get_default_graph()
         source = model_input if self._input_dtype == tf.float32 else tf.cast(model_input, self._input_dtype)
+        if self.input_layout == "NCHW":
+            source = tf.transpose(source, [0, 3, 1, 2], name="ggcam_channels_first")
         scope = self._import_scope(graph, self._imported_names())
         try:
             self._import(source, scope)
@@ -741,13 +814,16 @@ class _ImportedModel(Model):
         logits = graph.get_tensor_by_name(self._scoped(self._logits_name))
         self._layers, self._between = None, None
         self.logits = logits
-        feature_map = detect.last_feature_map(logits, source)
+        feature_map = detect.last_feature_map(logits, source, self.layout)
         if feature_map is not None:
             self.default_layer = self._user_name(feature_map)
             self.notes.append("layer: %s %s, the last feature map before global pooling or flattening (found "
-                              "automatically; --layer to choose)"
-                              % (self.default_layer, feature_map.shape.as_list()[1:]))
+                              "automatically; --layer to choose)%s"
+                              % (self.default_layer, self.layer_shape(feature_map), self._layout_note(feature_map)))
         return logits
+
+    def _layout_source(self) -> Optional[tf.Tensor]:
+        return self._source
 
     def _imported_names(self) -> Iterable[str]:
         return self._path_nodes
@@ -793,6 +869,8 @@ class _ImportedModel(Model):
     def describe(self) -> Dict[str, object]:
         facts = super().describe()
         facts["file"] = self.path
+        if self._feeds:
+            facts["feeds"] = {name: plan["value"] for name, plan in self._feeds.items()}
         return facts
 
 

@@ -31,6 +31,7 @@ from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ggcam.models import detect
+from ggcam.models.feeds import feed_plan, feed_tensor
 from ggcam.models.base import Model, ModelError, close_matches, load_variables
 from ggcam.tf_compat import tf
 
@@ -249,16 +250,51 @@ def unsafe_object(model_config: Dict) -> Optional[str]:
     return walk(model_config, "?")
 
 
-def _input_layer(model_config: Dict) -> Tuple[str, List[Optional[int]]]:
-    """(name, batch_input_shape) of the model's one input, from its config."""
+def composite_activations(guided: bool) -> Dict[str, object]:
+    """Keras activation names whose activation TensorFlow builds from several ops -> the same
+    function (as Keras defines it) with a guided gate on its output (``guided_relu``); also
+    gives TF 1.15's Keras the ones it lacks (swish, gelu, ...)."""
+    import math
+    from ggcam import guided_relu
+
+    def swish(x):
+        return x * tf.sigmoid(x)
+
+    def gelu(x):  # Keras's default (approximate=False)
+        return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+
+    def hard_swish(x):
+        return x * tf.nn.relu6(x + 3.0) / 6.0
+
+    def mish(x):
+        return x * tf.tanh(tf.nn.softplus(x))
+
+    def wrap(fn):
+        def activation(x):
+            return guided_relu.composite_activation(fn, x, guided)
+        activation.__name__ = fn.__name__
+        return activation
+
+    table = {"swish": swish, "silu": swish, "gelu": gelu, "hard_swish": hard_swish, "hard_silu": hard_swish,
+             "mish": mish}
+    return {name: wrap(fn) for name, fn in table.items()}
+
+
+def _input_layer(model_config: Dict, fed: Sequence[str] = ()) -> Tuple[str, List[Optional[int]]]:
+    """(name, batch_input_shape) of the model's image input, from its config: its one input,
+    or the one input not among ``fed`` (input layer names given values with --feed)."""
     layers = _layer_configs(model_config)
     config = model_config.get("config")
     if isinstance(config, dict) and "input_layers" in config:
         names = [entry[0] for entry in config["input_layers"]]
-        if len(names) != 1:
-            raise ModelError("the model has %d inputs (%s); only models with one image input can be explained"
+        unknown = [f for f in fed if f not in names]
+        if unknown:
+            raise ModelError("--feed %s: the model's inputs are %s" % (unknown[0], ", ".join(names)))
+        images = [n for n in names if n not in fed]
+        if len(images) != 1:
+            raise ModelError("the model has %d inputs (%s); give all but the image a value with --feed NAME=VALUE"
                              % (len(names), ", ".join(names)))
-        found = [l for l in layers if _layer_name(l) == names[0]]
+        found = [l for l in layers if _layer_name(l) == images[0]]
     else:
         found = layers[:1]
     shape = found[0].get("config", {}).get("batch_input_shape") if found else None
@@ -303,19 +339,23 @@ def _class_count(model_config: Dict) -> Optional[int]:
     return None
 
 
-def _layer_outputs(model: tf.keras.Model) -> "OrderedDict[str, tf.Tensor]":
-    """Each layer's output in the model's own graph, by layer name, in model order.
+def _layer_outputs(model: tf.keras.Model, downstream: Optional[set] = None,
+                   prefix: str = "") -> "OrderedDict[str, tf.Tensor]":
+    """Each layer's output in the model's own graph, by layer name, in model order; the layers
+    of a nested model (a ``keras.applications`` base inside a transfer-learning model) too, as
+    ``base/layer``, after the nested model's own entry.
 
     A layer's output there is the one at the node that depends on the model's input (a nested
     model also has a node of its own, on its own input); layers called more than once in the
     model (shared) have no single output and are left out.
     """
-    downstream, stack = set(), [t.op for t in model.inputs]
-    while stack:
-        op = stack.pop()
-        if op not in downstream:
-            downstream.add(op)
-            stack.extend(c for t in op.outputs for c in t.consumers())
+    if downstream is None:
+        downstream, stack = set(), [t.op for t in model.inputs]
+        while stack:
+            op = stack.pop()
+            if op not in downstream:
+                downstream.add(op)
+                stack.extend(c for t in op.outputs for c in t.consumers())
     named = OrderedDict()  # type: OrderedDict[str, tf.Tensor]
     for layer in model.layers:
         if isinstance(layer, tf.keras.layers.InputLayer):
@@ -329,7 +369,9 @@ def _layer_outputs(model: tf.keras.Model) -> "OrderedDict[str, tf.Tensor]":
             if isinstance(out, tf.Tensor) and out.op in downstream:
                 outputs.append(out)
         if len(outputs) == 1:
-            named[layer.name] = outputs[0]
+            named[prefix + layer.name] = outputs[0]
+        if isinstance(layer, tf.keras.Model):
+            named.update(_layer_outputs(layer, downstream, prefix + layer.name + "/"))
     return named
 
 
@@ -343,14 +385,6 @@ def _walk_layers(layers: Sequence[tf.keras.layers.Layer]) -> Iterator[tf.keras.l
             yield layer
 
 
-def _activation(output: tf.Tensor) -> str:
-    """The op type of the activation ``detect.logits_behind`` stepped over."""
-    t = output
-    while t.op.type in detect.PASS_THROUGH and t.op.inputs:
-        t = t.op.inputs[0]
-    return t.op.type
-
-
 def _short_name(variable: tf.Variable) -> str:
     return variable.name.split("/")[-1].split(":")[0]
 
@@ -360,13 +394,15 @@ class KerasModel(Model):
 
     def __init__(self, path: str, input_tensor: Optional[str] = None, logits_tensor: Optional[str] = None,
                  input_range: Optional[Tuple[float, float]] = None, class_names: Optional[List[str]] = None,
-                 trust_model: bool = False):
+                 trust_model: bool = False, channel_order: str = "rgb", mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None, feeds: Optional[Dict[str, object]] = None):
         super().__init__()
         self.path = path
         self.name = os.path.splitext(os.path.basename(path))[0]
+        # Input layer name -> value, for the model's other inputs (":0" dropped).
+        self.feeds = {k.split(":")[0]: v for k, v in (feeds or {}).items()}
         self.input_tensor, self.logits_tensor = input_tensor, logits_tensor
-        if input_range is not None:
-            self.input_range = (float(input_range[0]), float(input_range[1]))
+        self.set_preprocessing(input_range, channel_order, mean, std)
         self.class_names = list(class_names) if class_names else None
         self.trust_model = trust_model
         self.keras_model = None  # the rebuilt tf.keras model (after build)
@@ -375,6 +411,7 @@ class KerasModel(Model):
         self._outputs = OrderedDict()  # type: OrderedDict[str, tf.Tensor]  # every layer, by Keras name
         self._layers = OrderedDict()  # type: OrderedDict[str, tf.Tensor]  # the 4-D ones
         self._scope = ""
+        self._source = None  # type: Optional[tf.Tensor]  # what the rebuilt model is called on
         self._values = []  # type: List[Tuple[tf.Variable, np.ndarray]]
 
     # --------------------------------------------------------------- reading the file
@@ -409,7 +446,7 @@ class KerasModel(Model):
                                  % (self.path, unsafe))
         self._config = config
         try:
-            self._input_name, shape = _input_layer(config)
+            self._input_name, shape = _input_layer(config, list(self.feeds))
         except ModelError as exc:
             raise ModelError("%s: %s" % (self.path, exc))
         except (KeyError, IndexError, TypeError, AttributeError):
@@ -420,25 +457,31 @@ class KerasModel(Model):
         if len(shape) != 4:
             raise ModelError("%s: input shape %s is not an image [batch, height, width, channels]"
                              % (self.path, shape[1:]))
+        self.input_layout = "NHWC"
+        if shape[3] not in (1, 3) and shape[1] in (1, 3):  # channels first: fed through a transpose
+            self.input_layout = "NCHW"
+            shape = [shape[0], shape[2], shape[3], shape[1]]
         if shape[1] is None or shape[2] is None:
             raise ModelError("%s: its input size is not fixed (%s); cannot tell what size to feed"
                              % (self.path, shape[1:]))
         if shape[3] not in (1, 3):
-            raise ModelError("%s: input %s has %s channels; only greyscale (1) or RGB (3) images, channels "
-                             "last, can be explained" % (self.path, shape[1:], shape[3]))
+            raise ModelError("%s: input %s has %s channels; only greyscale (1) or RGB (3) images can be explained"
+                             % (self.path, shape[1:], shape[3]))
         self.input_size, self.channels, self.max_batch = (int(shape[1]), int(shape[2])), int(shape[3]), shape[0]
         self.num_classes = _class_count(config) or 0
         self._check_names()
+        self.notes.append(self.preprocessing_note())
 
     def prepared_state(self) -> Dict:
         return {"notes": list(self.notes), "config": self._config, "input": self._input_name,
                 "input_size": list(self.input_size), "channels": self.channels, "max_batch": self.max_batch,
-                "num_classes": self.num_classes}
+                "num_classes": self.num_classes, "input_layout": self.input_layout}
 
     def adopt(self, state: Dict) -> None:
         self.notes, self._config, self._input_name = list(state["notes"]), state["config"], state["input"]
         self.input_size, self.channels = tuple(state["input_size"]), state["channels"]
         self.max_batch, self.num_classes = state["max_batch"], state["num_classes"]
+        self.input_layout = state["input_layout"]
 
     def _check_names(self) -> None:
         if self.class_names is not None and self.num_classes and len(self.class_names) != self.num_classes:
@@ -478,7 +521,8 @@ class KerasModel(Model):
 
     def _rebuild(self) -> tf.keras.Model:
         try:
-            model = tf.keras.models.model_from_json(json.dumps(self._config))
+            model = tf.keras.models.model_from_json(json.dumps(self._config),
+                                                    custom_objects=composite_activations(self.guided))
         except Exception as exc:  # Keras raises many kinds for configs it cannot rebuild
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
             raise ModelError("cannot rebuild the model of %s with TensorFlow %s's Keras: %s"
@@ -495,13 +539,36 @@ class KerasModel(Model):
             # One call on our input gives the output and every layer's output, so the layers
             # a user picks are those the explained logits depend on.
             named = _layer_outputs(model)
-            wanted = list(OrderedDict.fromkeys(list(named.values()) + [model.outputs[0]]))
-            results = tf.keras.Model(model.inputs, wanted, name="explained")(model_input)
+            # A nested model's inner layers are not asked for: Keras would compute them again
+            # beside the nested call; they are found inside that call below.
+            wanted = list(OrderedDict.fromkeys([t for k, t in named.items() if "/" not in k] + [model.outputs[0]]))
+            source = model_input
+            if self.input_layout == "NCHW":
+                source = tf.transpose(model_input, [0, 3, 1, 2], name="ggcam_channels_first")
+            fed = []
+            for name, t in zip(model.input_names, model.inputs):
+                if name in self.feeds:
+                    fed.append(feed_tensor(feed_plan(name, self.feeds[name], t), source))
+                else:
+                    fed.append(source)
+            results = tf.keras.Model(model.inputs, wanted, name="explained")(fed if len(fed) > 1 else source)
+            self._source = source
+        if self.feeds:
+            self.notes.append("fed: %s" % ", ".join("%s=%s" % (k, json.dumps(v)) for k, v in self.feeds.items()))
         results = results if isinstance(results, list) else [results]
         result_of = {id(t): r for t, r in zip(wanted, results)}
         self.keras_model = model
         self._scope = results[-1].op.name.split("/")[0]  # "explained", or "explained_1" if taken
-        self._outputs = OrderedDict((name, result_of[id(t)]) for name, t in named.items())
+        graph = results[-1].graph
+        self._outputs = OrderedDict()
+        for name, t in named.items():
+            if "/" not in name:
+                self._outputs[name] = result_of[id(t)]
+                continue
+            try:  # the nested model's call in ours made its layers' ops under our call's scope
+                self._outputs[name] = graph.get_tensor_by_name("%s/%s" % (self._scope, t.name))
+            except KeyError:
+                pass
         self._layers = OrderedDict((k, v) for k, v in self._outputs.items() if v.shape.ndims == 4)
         output = result_of[id(model.outputs[0])]
 
@@ -510,15 +577,17 @@ class KerasModel(Model):
                                                                      self.channels],
                                                  ", fed the photo's luminance" if self.channels == 1 else ""))
         if self.logits_tensor:
-            logits = self._graph_tensor(self.logits_tensor)
-            if logits is None:
+            output = self._graph_tensor(self.logits_tensor)
+            if output is None:
                 raise ModelError("no layer or tensor named %r in %s (for --logits_tensor)%s"
                                  % (self.logits_tensor, self.path,
                                     close_matches(self.logits_tensor, list(self._outputs))))
-            if detect.logits_behind(logits) is not logits:
-                self.notes.append("logits: %s is the output of a %s, whose gradient saturates; its input "
-                                  "is %s" % (self.logits_tensor, _activation(logits),
-                                             self._unscoped(detect.logits_behind(logits).op.name)))
+            logits = detect.logits_behind(output)
+            if logits is not output:  # probabilities saturate the gradient: their logits, as when found
+                self.notes.append("logits: %s, the input of the %s that --logits_tensor=%s names (probabilities "
+                                  "would saturate the gradient)" % (self._unscoped(logits.op.name),
+                                                                     detect.activation_of(output).type,
+                                                                     self.logits_tensor))
         else:
             logits = detect.logits_behind(output)
             out_layer = (_output_names(self._config) or ["?"])[0]
@@ -526,20 +595,28 @@ class KerasModel(Model):
                 self.notes.append("logits: the output of layer %s" % out_layer)
             else:
                 self.notes.append("logits: the input of the %s of layer %s, the model's output"
-                                  % (_activation(output), out_layer))
+                                  % (detect.activation_of(output).type, out_layer))
+        self.output_function = detect.output_function(logits, output)
         if logits.shape.ndims != 2 or logits.shape.as_list()[-1] is None:
             raise ModelError("the logits of %s (%s) must be [batch, classes], got shape %s"
                              % (self.path, self.logits_tensor or logits.name, logits.shape))
         self.num_classes = logits.shape.as_list()[-1]
         self._check_names()
 
-        feature_map = detect.last_feature_map(logits, model_input)
+        if self.input_layout == "NCHW":
+            self.notes.append("input %s takes channels first: the image is transposed to it in the graph"
+                              % self._input_name)
+        self.logits = logits  # (``layout`` walks back from it)
+        feature_map = detect.last_feature_map(logits, self._source, self.layout)
         if feature_map is not None:
             names = [k for k, v in self._layers.items() if v is feature_map]
             self.default_layer = names[-1] if names else feature_map.name
-            self.notes.append("layer: %s %s, the last feature map before global pooling or flattening"
-                              % (self.default_layer, feature_map.shape.as_list()[1:]))
+            self.notes.append("layer: %s %s, the last feature map before global pooling or flattening%s"
+                              % (self.default_layer, self.layer_shape(feature_map), self._layout_note(feature_map)))
         return logits
+
+    def _layout_source(self) -> Optional[tf.Tensor]:
+        return self._source
 
     def restore(self, session: tf.Session) -> None:
         """Feed each weight's value to its variable's initializer (no constants); variables the
@@ -566,6 +643,9 @@ class KerasModel(Model):
         graph, looked up inside that call's name scope first."""
         if name in self._outputs:
             return self._outputs[name]
+        inner = [k for k in self._outputs if k.endswith("/" + name)]  # a nested model's layer, by its own name
+        if len(inner) == 1:
+            return self._outputs[inner[0]]
         return super()._graph_tensor(name)
 
     def _candidates(self, name: str) -> Tuple[str, ...]:
