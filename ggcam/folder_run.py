@@ -64,19 +64,24 @@ def _on_sigterm(signum, frame):
 def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], make_explainer: Callable) -> int:
     out_root = args.output_dir or DEFAULT_OUTPUT
     image_io.check_writable(out_root)
-    image_io.ensure_writable_dir(out_root)
-    with image_io.FolderLock(out_root):
-        return _run_batch_locked(args, jobs, out_root, make_explainer)
+    # The model is read before the folder is made: a model that is refused leaves nothing behind.
+    built = [make_explainer()] if _pending(args, jobs, out_root)[1] else []
+    try:
+        image_io.ensure_writable_dir(out_root)
+        with image_io.FolderLock(out_root):  # read again under the lock: another run may have finished some
+            return _run_batch_locked(args, jobs, out_root, lambda: built.pop() if built else make_explainer(),
+                                     _pending(args, jobs, out_root))
+    finally:
+        for explainer in built:  # made but never handed over (no image could be read)
+            explainer.close()
 
 
-def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], out_root: str,
-                      make_explainer: Callable) -> int:
-    from tqdm import tqdm
-
+def _pending(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], out_root: str):
+    """(rows of earlier runs by key, the jobs with targets still to explain, each job's keys,
+    how many jobs are done)."""
     # Every row of earlier runs into this folder stays listed; this run's rows replace the
     # rows of the same image and target (newest wins).
     rows = OrderedDict((_row_key(r), r) for r in results_mod.read(out_root) if r.get("path") and r.get("target"))
-    folder_owner = {r["folder"]: key[0] for key, r in rows.items() if r.get("folder")}
     job_keys = [(p, [(os.path.realpath(p), c.key) for c in targets]) for p, targets in jobs]
 
     def finished(key) -> bool:
@@ -87,7 +92,15 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
     todo = [(p, [c for c, k in zip(targets, keys) if not finished(k)])
             for (p, targets), (_, keys) in zip(jobs, job_keys)]
     todo = [(p, targets) for p, targets in todo if targets]
-    skipped = len(jobs) - len(todo)
+    return rows, todo, job_keys, len(jobs) - len(todo)
+
+
+def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], out_root: str,
+                      make_explainer: Callable, state) -> int:
+    from tqdm import tqdm
+
+    rows, todo, job_keys, skipped = state
+    folder_owner = {r["folder"]: key[0] for key, r in rows.items() if r.get("folder")}
     stems = cli.folder_names([p for p, _ in jobs])
 
     def folder_for(path: str, label: int) -> str:

@@ -15,7 +15,7 @@ from ggcam.models.base import Model, ModelError
 from ggcam.models.detect import depends_on
 from ggcam.targets import Target, encode
 from ggcam.timing import stamp
-from ggcam.tf_compat import tf, tf2
+from ggcam.tf_compat import error_line, tf, tf2
 
 
 def resize_images(photos: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
@@ -26,6 +26,15 @@ def resize_images(photos: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
     photo is smooth instead of a lattice of sampled points.
     """
     return tf2.image.resize(photos, list(size), method="bilinear", antialias=True)
+
+
+def trial(model: Model, layer: Optional[str], guided_relu6: str, config: Optional[tf.ConfigProto]) -> Dict:
+    """``GuidedGradCamGraph._trial`` in a process of its own (``ggcam.isolation``)."""
+    graph = GuidedGradCamGraph.__new__(GuidedGradCamGraph)
+    graph.model = model
+    timeout = isolation.run_timeout()
+    graph._options = tf.RunOptions(timeout_in_ms=int(timeout * 1000)) if timeout else None
+    return graph._trial(layer, guided_relu6, config)
 
 
 class GuidedGradCamGraph:
@@ -45,15 +54,15 @@ class GuidedGradCamGraph:
         """cache=True: import the graph from ``ggcam.graph_cache`` when an entry matches, and
         keep it there after building it (models that can say what they are built from)."""
         self.model = model
-        if model.untrusted and isolation.isolated():
-            # A stranger's file: read, chosen from and built once in a child process first, so
-            # that a file which crashes or hangs TensorFlow is an error line, not the end of the run.
-            model.adopt(isolation.run_isolated(lambda: self._trial(layer, guided_relu6), model.path,
-                                               model.file_sizes(), error=ModelError))
-        else:
-            model.prepare()
         timeout = isolation.run_timeout() if model.untrusted else 0
         self._options = tf.RunOptions(timeout_in_ms=int(timeout * 1000)) if timeout else None
+        if model.untrusted:
+            # A stranger's file: read, chosen from, built and run once in a child process first,
+            # so that a file which crashes or hangs TensorFlow is an error line, not the end of the run.
+            model.adopt(isolation.run_isolated("ggcam.graph:trial", (model, layer, guided_relu6, config),
+                                               model.path, model.file_sizes(), error=ModelError))
+        else:
+            model.prepare()
         identity = model.cache_identity() if cache else None
         # A cacheable model knows its default layer before it is built; an imported one finds it then.
         name = graph_cache.key(dict(identity, layer=layer or model.default_layer, guided_relu6=guided_relu6)) \
@@ -82,14 +91,21 @@ class GuidedGradCamGraph:
             graph_cache.save(name, self.graph.as_graph_def(), self._names())
         stamp("session_and_restore")
 
-    def _trial(self, layer: Optional[str], guided_relu6: str) -> Dict:
+    def _trial(self, layer: Optional[str], guided_relu6: str, config: Optional[tf.ConfigProto]) -> Dict:
         """In the child process of an untrusted file: what ``prepare`` decided, after making sure
-        that building the graph, checking it and reading the weights all work."""
+        that building the graph, checking it, loading the weights and one run on a grey image
+        all work (TensorFlow optimises the graph on a first run: a crafted one may crash or
+        grow past every limit there, as kernels may crash on the file's constants)."""
         self.model.prepare()
         state = self.model.prepared_state()
         self._build(layer, guided_relu6)
         safety.check_graph(self.graph, self.model.trust_model, self.model.path)
-        self.model.read_weights()
+        self.graph.finalize()
+        with tf.Session(graph=self.graph, config=config) as self.session:
+            self.model.restore(self.session)
+            height, width = self.model.input_size
+            self._run(self.fetches, {self.images: np.full((1, height, width, 3), 0.5, np.float32),
+                                     self.targets: np.array([-1], np.int32)})
         return state
 
     def _build(self, layer: Optional[str], guided_relu6: str) -> None:
@@ -200,27 +216,28 @@ class GuidedGradCamGraph:
                                                   self.resized_grad: grad[None]})[0]
 
     def _run(self, fetches, feeds):
-        """``session.run`` of the model's ops, within the time limit of an untrusted model."""
+        """``session.run`` of the model's ops, within the time limit of an untrusted model; a
+        failure is a ModelError with the line of TensorFlow's message that says why."""
+        what = self.model.path or self.model.name
         try:
             return self.session.run(fetches, feeds, options=self._options)
-        except (tf.errors.InvalidArgumentError, tf.errors.InternalError, tf.errors.UnimplementedError) as exc:
-            text = getattr(exc, "message", "") or str(exc)
-            if "only supports NHWC" not in text:
-                raise
-            # TF 1.15's plain CPU kernels (TF_DISABLE_MKL=1, stock tensorflow) have no channels-first
-            # convolutions, pooling or batch norm; the oneDNN ones do.
-            node = re.search(r"\[\[\{?\{?node ([^\s}]+)", text)  # TF 2: [[{{node x}}]], TF 1.15: [[node x (defined
-            raise ModelError("%s: TensorFlow %s's CPU kernels here cannot run %s in the channels-first layout "
-                             "(NCHW) the model uses; run it with oneDNN kernels (intel-tensorflow, as "
-                             "requirements.txt pins, without TF_DISABLE_MKL=1; or TensorFlow 2)"
-                             % (self.model.path or self.model.name, tf.VERSION,
-                                "op " + node.group(1) if node else "its ops"))
-        except tf.errors.DeadlineExceededError:
+        except tf.errors.DeadlineExceededError as exc:
             if self._options is None:
-                raise
+                raise ModelError("%s: %s" % (what, error_line(exc)))
             raise ModelError("%s: one run took longer than %g s, the limit for a model file not trusted (a graph "
                              "that loops forever?); %s=SECONDS allows more"
-                             % (self.model.path, self._options.timeout_in_ms / 1000.0, isolation.RUN_TIMEOUT_ENV))
+                             % (what, self._options.timeout_in_ms / 1000.0, isolation.RUN_TIMEOUT_ENV))
+        except tf.errors.OpError as exc:
+            text = getattr(exc, "message", "") or str(exc)
+            if "only supports NHWC" in text:
+                # TF 1.15's plain CPU kernels (TF_DISABLE_MKL=1, stock tensorflow) have no
+                # channels-first convolutions, pooling or batch norm; the oneDNN ones do.
+                node = re.search(r"\[\[\{?\{?node ([^\s}]+)", text)  # TF 2: [[{{node x}}]]; 1.15: [[node x (
+                raise ModelError("%s: TensorFlow %s's CPU kernels here cannot run %s in the channels-first layout "
+                                 "(NCHW) the model uses; run it with oneDNN kernels (intel-tensorflow, as "
+                                 "requirements.txt pins, without TF_DISABLE_MKL=1; or TensorFlow 2)"
+                                 % (what, tf.VERSION, "op " + node.group(1) if node else "its ops"))
+            raise ModelError("%s: running it failed: %s" % (what, error_line(exc)))
 
     def _feed_runs(self, fetches, images: np.ndarray, codes: np.ndarray) -> Dict[str, np.ndarray]:
         """Run ``fetches`` over a batch, in pieces of the model's largest batch."""

@@ -107,7 +107,7 @@ def load(name: str, notes: Optional[List[str]] = None) -> Optional[Tuple[object,
             names = json.load(f)
         with open(paths[1], "rb") as f:
             graph_def = tf.GraphDef.FromString(f.read())
-        check_graph_def(graph_def, trust_model=False, what="graph cache entry %s" % paths[1])
+        check_graph_def(graph_def, trust_model=False, what="graph cache entry %s" % paths[1], ours=True)
     except ModelError as exc:
         _refused(notes, str(exc), kept=True)
         return None

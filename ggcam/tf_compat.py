@@ -164,6 +164,20 @@ def registered_ops():
     return op_def_registry.get_registered_ops()
 
 
+def error_line(exc: BaseException) -> str:
+    """The line of a TensorFlow error that says what is wrong. TF 2's messages start with a
+    generic "Graph execution error:" and the op's Python traceback; the cause follows "Node:"."""
+    text = getattr(exc, "message", None) or str(exc)
+    lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+    if lines and lines[0].startswith("Graph execution error"):
+        after = [i for i, l in enumerate(lines) if l.startswith("Node:")]
+        rest = lines[after[-1] + 1:] if after else lines[1:]
+        rest = [l for l in rest if not l.startswith(("[[", "Detected at node", "File ", "Original stack"))]
+        if rest:
+            return rest[0]
+    return lines[0] if lines else type(exc).__name__
+
+
 def describe() -> str:
     """'TensorFlow 2.15.1 (tf2 runtime, Python 3.11.7)'."""
     return "TensorFlow %s (%s runtime, Python %s)" % (VERSION, RUNTIME, sys.version.split()[0])

@@ -283,17 +283,26 @@ def test_nested_model_with_a_fixed_batch(tmp_path):
     keras_model = KerasModel(path)
     with GuidedGradCamGraph(keras_model) as graph:
         assert keras_model.max_batch == 2 and keras_model.num_classes == 5
-        assert list(keras_model.layers()) == ["base", "mp"] and graph.layer_name == "mp"
+        # The nested model's layers too, by "outer/inner" name (the nested model's own entry first).
+        assert list(keras_model.layers()) == ["base", "base/c1", "base/c2", "base/r6", "mp"]
+        assert graph.layer_name == "mp"
         assert "the input of the Sigmoid of layer out" in "\n".join(keras_model.notes)
         logits = graph.logits(images[:3])  # in pieces of 2 and 1
         np.testing.assert_allclose(1.0 / (1.0 + np.exp(-logits)), expected[:3], rtol=1e-4, atol=1e-6)
         relus = forward_rectifiers(graph.graph)
         assert {op.type for op in relus} == {"Relu", "Relu6"} and all(guided_relu.is_guided(op) for op in relus)
     assert list(keras_model.randomization_layers()) == ["out", "c2", "c1"]
-    # A layer inside the nested model, by its op name within the explained call.
-    with GuidedGradCamGraph(KerasModel(path), layer="base/c2/BiasAdd") as graph:
-        assert graph.plain_layer_pass  # its ReLU6 above is guided
-        assert graph.run(list(images[:3]))["conv_activations"].shape == (3, 12, 12, 4)
+    # A layer inside the nested model, by its op name within the explained call, by its Keras
+    # name and by its name inside the nested model: the same tensor, the one the logits use.
+    runs = []
+    for layer in ("base/c2/BiasAdd", "base/c2", "c2"):
+        with GuidedGradCamGraph(KerasModel(path), layer=layer) as graph:
+            assert graph.plain_layer_pass  # its ReLU6 above is guided
+            runs.append(graph.run(list(images[:3])))
+            assert runs[-1]["conv_activations"].shape == (3, 12, 12, 4)
+    for out in runs[1:]:
+        np.testing.assert_array_equal(out["conv_activations"], runs[0]["conv_activations"])
+        np.testing.assert_array_equal(out["conv_gradient"], runs[0]["conv_gradient"])
 
 
 def test_sequential_model(tmp_path):

@@ -177,10 +177,6 @@ class Model:
         (``prepared_state``), reading the file again but not importing it into a scratch graph."""
         raise NotImplementedError
 
-    def read_weights(self) -> None:
-        """Read every weight value ``restore`` will load, without a session (a trial in the child
-        process of an untrusted file: a crafted checkpoint fails there)."""
-
     def build(self, images: tf.Tensor) -> tf.Tensor:
         """Make the model's ops on ``images`` (RGB [N, H, W, 3] in [0, 1]) in the current graph.
 

@@ -37,7 +37,7 @@ from ggcam.models import composites, detect, safety
 from ggcam.models.feeds import feed_plan, feed_tensor
 from ggcam.models.base import Model, ModelError, close_matches, group_layers, load_variables, variable_over
 from ggcam.models.slim import checkpoint_exists, checkpoint_problems
-from ggcam.tf_compat import registered_ops, tf
+from ggcam.tf_compat import error_line, registered_ops, tf
 
 # Op types whose outputs feed an image in from outside the graph: the image is fed at the
 # first 4-D float tensor after them.
@@ -88,9 +88,7 @@ def _lookup(graph: tf.Graph, name: str) -> Optional[tf.Tensor]:
 
 
 def _first_line(exc: Exception) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    lines = [l for l in text.strip().splitlines() if l.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return error_line(exc)
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -927,6 +925,21 @@ class MetaGraphModel(_ImportedModel):
                              % (self.path, variables[0].name))
         if not checkpoint_exists(prefix):
             raise ModelError("no checkpoint at %s (the weights of %s)" % (prefix, self.path))
+        if not self.trust_model:
+            self._check_weight_files(prefix)
+
+    def _check_weight_files(self, prefix: str) -> None:
+        """A stranger's checkpoint files must be files, not links: a data shard that is a symlink
+        to another file would be read as weights (and its bytes show in logits and checksum
+        errors). A training folder's latest checkpoint must lie in that folder."""
+        if os.path.isdir(self.checkpoint) and os.path.commonpath(
+                [os.path.realpath(self.checkpoint), os.path.realpath(prefix)]) != os.path.realpath(self.checkpoint):
+            raise ModelError("the latest checkpoint of %s is %s, outside that folder; give the prefix with "
+                             "--checkpoint (or --trust_model)" % (self.checkpoint, prefix))
+        for f in sorted(glob.glob(glob.escape(prefix) + ".*")) + [prefix]:
+            if os.path.islink(f):
+                raise ModelError("refusing %s: its weight file %s is a symlink (to %s), not a file of its own; pass "
+                                 "--trust_model to read it anyway" % (self.path, f, os.readlink(f)))
 
     def _import(self, source: tf.Tensor, scope: str) -> None:
         super()._import(source, scope)
@@ -969,15 +982,6 @@ class MetaGraphModel(_ImportedModel):
             return
         try:
             load_variables(session, [(v.initializer, read) for v, read in self._checkpoint_values()])
-        except (tf.errors.OpError, ValueError) as exc:
-            raise ModelError("cannot restore %s: %s" % (self._weights(), _first_line(exc)))
-
-    def read_weights(self) -> None:
-        if not self._variables:
-            return
-        try:
-            for _, read in self._checkpoint_values():
-                read()
         except (tf.errors.OpError, ValueError) as exc:
             raise ModelError("cannot restore %s: %s" % (self._weights(), _first_line(exc)))
 
@@ -1048,3 +1052,5 @@ class SavedModelModel(MetaGraphModel):
         if variables and not checkpoint_exists(self.checkpoint):
             raise ModelError("%s reads variables (e.g. %s) but has no variables/variables.index"
                              % (self.path, variables[0].name))
+        if variables and not self.trust_model:
+            self._check_weight_files(self.checkpoint)

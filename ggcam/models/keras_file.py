@@ -250,6 +250,36 @@ def unsafe_object(model_config: Dict) -> Optional[str]:
     return walk(model_config, "?")
 
 
+def outside_storage(f, limit: int = 100000) -> Optional[str]:
+    """Why reading HDF5 file ``f`` could read another file, or None: a link to another file or
+    a soft link, a dataset whose bytes are stored in other files (external storage) or mapped
+    from them (virtual). HDF5 follows these by itself, so a Keras file's "weights" could be
+    another file's bytes. (At most ``limit`` objects are looked at: more is refused too.)"""
+    import h5py
+    stack, seen = [(f, "")], 0
+    while stack:
+        group, where = stack.pop()
+        for name in group:
+            seen += 1
+            if seen > limit:
+                return "it holds more than %d objects" % limit
+            path = "%s/%s" % (where, name)
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                return "%s is a link into another file (%s)" % (path, link.filename)
+            if isinstance(link, h5py.SoftLink):
+                return "%s is a soft link (%s)" % (path, link.path)
+            item = group[name]
+            if isinstance(item, h5py.Group):
+                stack.append((item, path))
+            elif isinstance(item, h5py.Dataset):
+                if item.external:
+                    return "dataset %s keeps its bytes in another file (%s)" % (path, _text(item.external[0][0]))
+                if getattr(item, "is_virtual", False):
+                    return "dataset %s is virtual, mapped from other files" % path
+    return None
+
+
 def composite_activations(guided: bool) -> Dict[str, object]:
     """Keras activation names whose activation TensorFlow builds from several ops -> the same
     function (as Keras defines it) with a guided gate on its output (``guided_relu``); also
@@ -428,6 +458,11 @@ class KerasModel(Model):
     def prepare(self) -> None:
         self.notes = []
         with self._open() as f:
+            if not self.trust_model:
+                outside = outside_storage(f)
+                if outside:
+                    raise ModelError("refusing %s: %s (reading it would read another file); pass --trust_model to "
+                                     "load it anyway" % (self.path, outside))
             if "model_config" not in f.attrs:
                 raise ModelError("%s holds no Keras model config (a weights-only file? save the whole "
                                  "model with model.save)" % self.path)

@@ -77,7 +77,7 @@ _ALLOWED_KINDS = {
         "Unique", "DynamicStitch", "ParallelDynamicStitch", "DynamicPartition", "UnsortedSegmentSum",
         "UnsortedSegmentMax", "UnsortedSegmentMin", "UnsortedSegmentProd", "SegmentSum", "SegmentMean",
         "SegmentMax", "SegmentMin", "SegmentProd", "ListDiff", "UnravelIndex", "LowerBound", "UpperBound",
-        "Bucketize", "HistogramFixedWidth", "Empty", "InplaceAdd", "InplaceSub", "InplaceUpdate", "Cross"),
+        "Bucketize", "HistogramFixedWidth", "InplaceAdd", "InplaceSub", "InplaceUpdate", "Cross"),
     "control flow and function calls (every function called is checked too)": (
         "Switch", "Merge", "Enter", "Exit", "NextIteration", "LoopCond", "RefSwitch", "RefMerge", "RefEnter",
         "RefExit", "RefNextIteration", "RefIdentity", "RefSelect", "If", "StatelessIf", "While",
@@ -96,6 +96,13 @@ _ALLOWED_KINDS = {
         "StatelessRandomGetAlg", "StatelessRandomGetKeyCounterAlg"),
 }
 ALLOWED = frozenset(t for types in _ALLOWED_KINDS.values() for t in types)
+# Kernels only backward passes need. A model file has no reason to hold them, and TensorFlow
+# checks their inputs less (they expect what the forward op made): allowed only where this
+# project's own ``tf.gradients`` made them, under its name scope (``OURS``).
+# (The input gradients of convolutions stay allowed: transposed convolutions are made of them.)
+GRADIENT_ONLY = frozenset(t for t in ALLOWED if re.search(r"Grad($|V\d|Grad|With|Image|Boxes)|BackpropFilter", t)) \
+    | {"SymbolicGradient"}
+OURS = "ggcam/"
 
 # Only for messages: what a refused op probably does, by its type name. Never a reason to
 # allow anything (the allowlist decides); an op matching none is "not known to be pure".
@@ -158,11 +165,13 @@ def function_names(value) -> Iterator[str]:
                     yield name
 
 
-def problems(nodes: Iterable[NodeLike], library=None, trust_model: bool = False) -> List[Tuple[str, str, str]]:
+def problems(nodes: Iterable[NodeLike], library=None, trust_model: bool = False,
+             ours: bool = False) -> List[Tuple[str, str, str]]:
     """(node name, op type, what is wrong) for each node or library function that may not run,
     in order: types TensorFlow does not know (always), and unless ``trust_model``, types not
     on the allowlist, references to functions the library lacks, and the same inside every
-    function of ``library`` (a FunctionDefLibrary; its gradient table too)."""
+    function of ``library`` (a FunctionDefLibrary; its gradient table too). ``ours``: the
+    nodes may include this project's backward passes (``GRADIENT_ONLY`` kernels under ``OURS``)."""
     functions = {f.signature.name: f for f in library.function} if library is not None else {}
     registered = registered_ops()
     found = []  # type: List[Tuple[str, str, str]]
@@ -178,6 +187,9 @@ def problems(nodes: Iterable[NodeLike], library=None, trust_model: bool = False)
             return
         if op_type not in functions and op_type not in ALLOWED:
             found.append((name, op_type, _does(op_type)))
+            return
+        if op_type in GRADIENT_ONLY and not (ours and not where and node.name.startswith(OURS)):
+            found.append((name, op_type, "is a gradient kernel, which a model has no reason to hold"))
             return
         for value in attrs.values():
             for called in function_names(value):
@@ -207,6 +219,47 @@ def problems(nodes: Iterable[NodeLike], library=None, trust_model: bool = False)
     return found
 
 
+# Ops a graph may grow to when TensorFlow inlines its function calls (a real classifier's
+# graph has thousands; a file of functions each calling the last twice has 2**depth).
+MAX_INLINED_OPS = 200000
+
+
+def inlined_size(graph_def) -> float:
+    """How many ops ``graph_def`` has once every function call is inlined (inf when a function
+    calls itself, directly or not)."""
+    bodies = {f.signature.name: f for f in graph_def.library.function}
+    sizes = {}  # type: Dict[str, float]
+
+    def size(name: str) -> float:
+        # Depth first without recursion (a crafted library can nest deeply): callees first.
+        stack, open_ = [name], set()
+        while stack:
+            f = stack[-1]
+            if f in sizes:
+                stack.pop()
+                continue
+            pending = [g for n in bodies[f].node_def for g in calls(n) if g in bodies and g not in sizes]
+            if pending and f not in open_:
+                if any(g in open_ or g == f for g in pending):
+                    return float("inf")  # a function that calls itself
+                open_.add(f)
+                stack.extend(pending)
+                continue
+            if pending:  # back at f with callees still open: a cycle through them
+                return float("inf")
+            sizes[f] = sum(1 + sum(sizes[g] for g in calls(n) if g in bodies) for n in bodies[f].node_def)
+            open_.discard(f)
+            stack.pop()
+        return sizes[name]
+
+    total = 0.0
+    for node in graph_def.node:
+        total += 1 + sum(size(g) for g in calls(node) if g in bodies)
+        if total > MAX_INLINED_OPS:
+            return total
+    return total
+
+
 def _raise(what: str, found: List[Tuple[str, str, str]]) -> None:
     name, op_type, wrong = min(found, key=lambda f: (0 if "does not know" in f[2] else 1 + _rank(f[1])))
     more = " (and %d more)" % (len(found) - 1) if len(found) > 1 else ""
@@ -217,22 +270,30 @@ def _raise(what: str, found: List[Tuple[str, str, str]]) -> None:
                      % (what, name, op_type, wrong, more))
 
 
-def check_nodes(nodes: Iterable[NodeLike], trust_model: bool, what: str, library=None) -> None:
+def check_nodes(nodes: Iterable[NodeLike], trust_model: bool, what: str, library=None, ours: bool = False) -> None:
     """Raise ModelError naming the first of ``nodes`` (tf.Operations or NodeDefs) or of the
     library's functions that may not run (see ``problems``). ``what``: the file, for the message."""
-    found = problems(nodes, library, trust_model)
+    found = problems(nodes, library, trust_model, ours)
     if found:
         _raise(what, found)
 
 
-def check_graph_def(graph_def, trust_model: bool, what: str) -> None:
-    """``check_nodes`` on every node of ``graph_def`` and its whole function library."""
-    check_nodes(graph_def.node, trust_model, what, graph_def.library)
+def check_graph_def(graph_def, trust_model: bool, what: str, ours: bool = False) -> None:
+    """``check_nodes`` on every node of ``graph_def`` and its whole function library, and
+    (unless trusted) its size once functions are inlined (``MAX_INLINED_OPS``). ``ours``: a
+    graph this project built (it holds its backward passes)."""
+    check_nodes(graph_def.node, trust_model, what, graph_def.library, ours)
+    if not trust_model and graph_def.library.function:
+        size = inlined_size(graph_def)
+        if size > MAX_INLINED_OPS:
+            raise ModelError("%s: its function calls %s when TensorFlow inlines them; refusing it (pass --trust_model "
+                             "if you trust this file)" % (what, "never end (a function calls itself)" if size == float(
+                                 "inf") else "grow the graph to more than %d ops" % MAX_INLINED_OPS))
 
 
 def check_graph(graph: tf.Graph, trust_model: bool, what: str) -> None:
     """The check of what runs: every op of a built graph, and every function it holds."""
-    check_graph_def(graph.as_graph_def(add_shapes=False), trust_model, what)
+    check_graph_def(graph.as_graph_def(add_shapes=False), trust_model, what, ours=True)
 
 
 def not_allowed(types: Iterable[str]) -> Set[str]:

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ggcam.models.base import Model, ModelError, load_variables
 from ggcam.models.zoo import ZooEntry, default_checkpoint, entry
-from ggcam.tf_compat import SLIM_BATCH_NORM, slim_inference_scope, tf
+from ggcam.tf_compat import SLIM_BATCH_NORM, error_line, slim_inference_scope, tf
 
 # End points that are not feature maps: the classifier's outputs (4-D in the ResNets).
 _NOT_LAYERS = ("logits", "auxlogits", "predictions")
@@ -150,7 +150,7 @@ class SlimModel(Model):
             load_variables(session, [(a, functools.partial(reader.get_tensor, v))
                                      for v, a in zip(self._variables, self._assigns)])
         except (tf.errors.OpError, ValueError) as exc:
-            raise ModelError("cannot restore %s: %s" % (self.checkpoint, str(exc).strip().splitlines()[0]))
+            raise ModelError("cannot restore %s: %s" % (self.checkpoint, error_line(exc)))
 
     # --------------------------------------------------------------- graph cache
 
