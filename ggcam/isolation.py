@@ -1,11 +1,12 @@
 """Reading a stranger's model file in a child process, so that a crash or a hang of
 TensorFlow's native code on a crafted file is a one-line error, never the end of the run.
 
-``run_isolated(target, args, what)`` starts a fresh Python process (multiprocessing's "spawn":
-no copy of this process's threads or TensorFlow state, whose thread pools a forked child
-would wait on forever), calls ``target(*args)`` there under an address-space and a CPU limit
-with the child's own output held back, and returns what it returned: a JSON-ready value sent
-back as JSON (never pickle: a child that a file took over cannot hand the parent a program).
+``run_isolated(target, args, what)`` starts a fresh Python interpreter (no copy of this
+process's threads or TensorFlow state, whose thread pools a forked child would wait on
+forever; nor the caller's script run again, as multiprocessing's "spawn" does), calls
+``target(*args)`` there under an address-space and a CPU limit with the child's own output
+held back, and returns what it returned: a JSON-ready value sent back as JSON (never pickle:
+a child that a file took over cannot hand the parent a program).
 An exception the target raised is raised again here, as ``error`` with its first line or as
 the ``ValueError`` it was. A child killed by a signal (a segfault, an abort, the CPU limit) or
 still running after the time limit is an ``error`` that says so.
@@ -20,9 +21,12 @@ No TensorFlow here; the limits come from the environment:
 """
 import importlib
 import json
-import multiprocessing
 import os
+import pickle
+import select
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Any, Iterable, Sequence
@@ -70,11 +74,14 @@ def _limit(memory: int, seconds: float) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
 
-def _child(connection, log_path: str, memory: int, seconds: float, target: str, args: Sequence) -> None:
-    """In the child: output to the log, limits, ``target(*args)``, one JSON message."""
-    log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+def child_main() -> None:
+    """The child's entry (``python -c "from ggcam.isolation import child_main; child_main()"``):
+    the job pickled on stdin by ``run_isolated`` (the parent's own data), one JSON message on the
+    file descriptor named in argv."""
+    import pickle
+    import sys
+    out = int(sys.argv[1])
+    memory, seconds, target, args = pickle.loads(sys.stdin.buffer.read())
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C stops the child as it stops the parent
     _limit(memory, seconds)
     try:
@@ -87,14 +94,16 @@ def _child(connection, log_path: str, memory: int, seconds: float, target: str, 
     except BaseException as exc:  # anything the target raised goes back as one line
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         message = {"error": type(exc).__name__, "message": lines[0]}
-    connection.send_bytes(json.dumps(message).encode("utf-8"))
-    connection.close()
+    data = json.dumps(message).encode("utf-8")
+    while data:
+        data = data[os.write(out, data):]
+    os.close(out)
 
 
-def _last_line(path: str) -> str:
+def _last_line(log) -> str:
     """The last informative line the child wrote (TensorFlow's "Check failed: ..."), shortened."""
-    with open(path, "rb") as f:
-        lines = [l.strip() for l in f.read().decode("utf-8", "replace").splitlines() if l.strip()]
+    log.seek(0)
+    lines = [l.strip() for l in log.read().decode("utf-8", "replace").splitlines() if l.strip()]
     if not lines:
         return ""
     return lines[-1] if len(lines[-1]) <= 160 else lines[-1][:157] + "..."
@@ -111,31 +120,41 @@ def run_isolated(target: str, args: Sequence, what: str, sizes: Iterable[int] = 
     budget = int(max(0.5, _setting(MEMORY_ENV, DEFAULT_MEMORY_GB)) * _GB + 10 * sum(sizes))
     baseline = _address_space()
     memory = baseline + budget if baseline else 0
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    handle, log_path = tempfile.mkstemp(prefix="ggcam-check-", suffix=".log")
-    os.close(handle)
-    child = context.Process(target=_child, args=(send, log_path, memory, seconds, target, tuple(args)), daemon=True)
+    # A fresh interpreter (not fork: a copy of this process would wait on TensorFlow's thread
+    # pools; not multiprocessing's spawn: it runs the caller's script again), this process's
+    # import path, its output into a log, the answer on a pipe of its own.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    read_end, write_end = os.pipe()
+    log = tempfile.TemporaryFile()
     try:
-        child.start()
-        send.close()
-        data, deadline = b"", time.monotonic() + seconds
+        child = subprocess.Popen([sys.executable, "-c", "from ggcam.isolation import child_main; child_main()",
+                                  str(write_end)], stdin=subprocess.PIPE, stdout=log, stderr=log, env=env,
+                                 pass_fds=(write_end,), close_fds=True)
+    except BaseException:
+        os.close(read_end)
+        os.close(write_end)
+        log.close()
+        raise
+    os.close(write_end)
+    chunks, deadline = [], time.monotonic() + seconds
+    try:
+        child.stdin.write(pickle.dumps((memory, seconds, target, tuple(args))))
+        child.stdin.close()
         while time.monotonic() < deadline:
-            if receive.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
-                try:
-                    data = receive.recv_bytes()
-                except EOFError:  # the child ended without a word: a crash
-                    pass
-                break
-            if not child.is_alive():
-                break
-        child.join(max(0.0, min(5.0, deadline - time.monotonic())) if data else 0.5)
-        if child.is_alive() and not data:
+            ready, _, _ = select.select([read_end], [], [], min(1.0, max(0.0, deadline - time.monotonic())))
+            if ready:
+                chunk = os.read(read_end, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        try:
+            code = child.wait(timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
             raise error("%s: reading it did not finish within %g s (a model that hangs TensorFlow? %s=SECONDS "
                         "allows more)" % (what, seconds, TIMEOUT_ENV))
-        code = child.exitcode
+        data = b"".join(chunks)
         if not data:
-            if code is not None and code < 0:
+            if code < 0:
                 number = -code
                 if number == signal.SIGINT:
                     raise KeyboardInterrupt
@@ -144,15 +163,15 @@ def run_isolated(target: str, args: Sequence, what: str, sizes: Iterable[int] = 
                           if name == "SIGXCPU" else "signal %s" % name)
             else:
                 reason = "exit status %s" % code
-            line = _last_line(log_path)
+            line = _last_line(log)
             raise error("%s crashed TensorFlow while being read (%s%s); it is not a model this TensorFlow can read"
                         % (what, reason, ": " + line if line else ""))
     finally:
-        receive.close()
-        if child.is_alive():  # interrupted, failed or out of time: the child must not outlive the call
+        os.close(read_end)
+        if child.poll() is None:  # interrupted, failed or out of time: the child must not outlive the call
             child.kill()
-            child.join()
-        os.remove(log_path)
+            child.wait()
+        log.close()
     try:
         message = json.loads(data.decode("utf-8"))
     except ValueError:

@@ -451,3 +451,130 @@ def test_feed_values_on_the_command_line():
     for bad in ("novalue", "=3", "x=maybe"):
         with pytest.raises(cli.UsageError):
             cli.parse_feeds([bad])
+
+
+# ----------------------------------------------------------------------------- Keras files of other versions
+
+MAKE_NEWER_KERAS_FILES = r"""
+import os, sys, numpy as np
+folder = sys.argv[1]
+photo = np.load(os.path.join(folder, "photo.npy"))
+if sys.argv[2] == "keras3":
+    import keras as k
+else:
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import tensorflow as tf
+    k = tf.keras
+x = k.Input((24, 24, 3), name="img")
+base = k.Sequential([k.layers.Conv2D(4, 3, activation="relu", kernel_initializer="he_uniform", name="c1"),
+                     k.layers.BatchNormalization(name="bn")], name="base")
+h = k.layers.GlobalAveragePooling2D()(base(x))
+model = k.Model(x, k.layers.Dense(3, activation="softmax", kernel_initializer=k.initializers.HeUniform(),
+                                  kernel_regularizer=k.regularizers.L2(1e-4), name="out")(h))
+model.layers[-1].set_weights([np.random.RandomState(0).randn(4, 3).astype("float32"), np.zeros(3, "float32")])
+model.save(os.path.join(folder, sys.argv[2] + ".h5"))
+if sys.argv[2] == "keras3":
+    model.save(os.path.join(folder, "keras3.keras"))
+np.save(os.path.join(folder, sys.argv[2] + ".npy"), model.predict(photo[None], verbose=0))
+"""
+
+
+def newer_keras_python():
+    """A Python whose packages have Keras 3 and TF 2's Keras 2 (the TF 2 runtime's venv), or None."""
+    import subprocess
+    import sys
+    from ggcam.tf_compat import TF2
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    python = sys.executable if TF2 else os.path.join(root, ".venv-tf2", "bin", "python")
+    if not os.path.exists(python) or subprocess.run([python, "-c", "import keras; assert keras.__version__ >= '3'"],
+                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
+        return None
+    return python
+
+
+@pytest.fixture(scope="module")
+def newer_keras_files(tmp_path_factory):
+    import subprocess
+    python = newer_keras_python()
+    if python is None:
+        pytest.skip("no Python with Keras 3 here (the TF 2 runtime's venv, .venv-tf2, makes these files)")
+    folder = tmp_path_factory.mktemp("newer_keras")
+    np.save(str(folder / "photo.npy"), PHOTO)
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    for kind in ("keras3", "tf_keras"):
+        subprocess.run([python, "-c", MAKE_NEWER_KERAS_FILES, str(folder), kind], check=True, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["keras3", "tf_keras"])
+def test_keras_files_of_newer_keras_versions_are_rebuilt(newer_keras_files, kind):
+    """Saved by Keras 3 (as HDF5) and by TF 2's Keras 2 (HeUniform, an L2 regularizer, a nested
+    model, InputLayer options TF 1.15's Keras lacks): the probabilities are the saving Keras's."""
+    from ggcam.explanation import softmax
+    model = KerasModel(str(newer_keras_files / (kind + ".h5")), input_range=(0.0, 1.0))
+    with GuidedGradCamGraph(model) as graph:
+        out = graph.run([PHOTO])
+    np.testing.assert_allclose(softmax(out["logits"].astype(np.float64)), np.load(str(newer_keras_files / (kind + ".npy"))),
+                               rtol=1e-4, atol=1e-5)
+    assert "base/c1" in model.layers() and model.default_layer == "base/bn"
+    assert any(n.startswith("Keras file: ") and "initializers" in n for n in model.notes)
+
+
+def test_a_keras3_archive_is_refused_with_the_conversion_command(newer_keras_files):
+    path = str(newer_keras_files / "keras3.keras")
+    with pytest.raises(ModelError) as err:
+        GuidedGradCamGraph(KerasModel(path))
+    text = str(err.value)
+    assert "\n" not in text and "Keras 3 file" in text and "keras.saving.load_model('%s').save(" % path in text
+
+
+# ----------------------------------------------------------------------------- models in memory
+
+def test_a_model_in_the_users_session(tmp_path):
+    """Explainer(session=...): the user's graph rebuilt under the guided override, its variables'
+    current values taken from the session; the user's graph gains no op."""
+    from ggcam.explainer import Explainer
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, 24, 24, 3], name="x")
+        w = tf.Variable(np.random.RandomState(2).randn(3, 3, 3, 6).astype(np.float32), name="w")
+        conv = tf.nn.relu(tf.nn.conv2d(x, w, [1, 1, 1, 1], "SAME"), name="conv")
+        dense = tf.Variable(READOUT_6, name="dense")
+        logits = tf.matmul(tf.reduce_mean(conv, [1, 2]), dense, name="logits")
+        session = tf.Session(graph=graph)
+        session.run(tf.global_variables_initializer())
+        session.run(w.assign(w * 2.0))  # the current values, not the initial ones
+        before = len(graph.get_operations())
+    with Explainer(session=session, input_tensor=x, logits_tensor=logits, layer="conv") as ex:
+        (result,) = ex.explain([PHOTO])
+    assert len(graph.get_operations()) == before
+    fed = result.photo.astype(np.float32) / 255.0  # the photo as explained (8 bits per channel)
+    expected, acts = session.run([logits, conv], {x: fed[None] * 2 - 1})
+    np.testing.assert_allclose(result.logits, expected[0], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(result.conv_activations, acts[0], rtol=1e-5, atol=1e-5)
+    # Only a mean and a dense lie above the layer: its gradient is the dense column / (h * w).
+    np.testing.assert_allclose(result.conv_gradient, np.broadcast_to(READOUT_6[:, result.label] / 576.0, acts[0].shape),
+                               rtol=1e-5, atol=1e-9)
+    session.close()
+
+
+def test_a_keras_model_object(tmp_path):
+    from ggcam.explainer import Explainer
+    with tf.Graph().as_default() as graph, tf.Session() as session:
+        tf.keras.backend.set_session(session)
+        x = tf.keras.layers.Input((24, 24, 3))
+        h = tf.keras.layers.GlobalAveragePooling2D()(tf.keras.layers.Conv2D(6, 3, activation="relu", name="conv")(x))
+        model = tf.keras.Model(x, tf.keras.layers.Dense(4, activation="softmax", name="out")(h))
+        session.run(tf.global_variables_initializer())
+        before = set(graph.get_operations())
+        with Explainer(keras=model, input_range=(0.0, 1.0)) as ex:
+            (result,) = ex.explain([PHOTO])
+            assert ex.layer == "conv"
+        # The weights are read as model.get_weights() reads them: Keras may add its checks
+        # whether variables are initialized; nothing else joins the user's graph.
+        added = {op.type for op in set(graph.get_operations()) - before}
+        assert added <= {"IsVariableInitialized", "VarIsInitializedOp"}, added
+        expected = model.predict(result.photo[None].astype(np.float32) / 255.0)
+    np.testing.assert_allclose(probabilities(result.logits, "softmax"), expected[0], rtol=1e-4, atol=1e-6)

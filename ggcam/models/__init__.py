@@ -3,6 +3,7 @@
 ``make_model(...)`` picks the kind from the arguments given; importing this package loads no
 TensorFlow (the kinds' modules do, when a model is made).
 """
+import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ggcam.models.zoo import DEFAULT_MODEL, ZOO
@@ -32,12 +33,16 @@ def make_model(model: Optional[str] = None, checkpoint: Optional[str] = None, gr
                input_tensor: Optional[str] = None, logits_tensor: Optional[str] = None,
                input_range: Optional[Tuple[float, float]] = None, labels: Optional[str] = None,
                trust_model: bool = False, channel_order: str = "rgb", mean: Optional[Sequence[float]] = None,
-               std: Optional[Sequence[float]] = None, feeds: Optional[Dict[str, object]] = None):
+               std: Optional[Sequence[float]] = None, feeds: Optional[Dict[str, object]] = None,
+               session=None):
     """The description of the model named by exactly one of ``model`` (a slim zoo name),
-    ``graph`` (frozen GraphDef), ``saved_model`` (folder), ``keras`` (HDF5 file) or
-    ``meta_graph`` (``.meta`` file, with ``checkpoint``). Default: the zoo's MobileNet V1."""
+    ``graph`` (frozen GraphDef), ``saved_model`` (folder), ``keras`` (HDF5 file, or a
+    ``tf.keras.Model`` object), ``meta_graph`` (``.meta`` file, with ``checkpoint``) or
+    ``session`` (a ``tf.Session`` whose graph holds the model, with ``input_tensor`` and
+    ``logits_tensor``: tensors or names). Default: the zoo's MobileNet V1."""
     given = [k for k, v in (("model", model), ("graph", graph), ("saved_model", saved_model),
-                            ("keras", keras), ("meta_graph", meta_graph)) if v]
+                            ("keras", keras), ("meta_graph", meta_graph), ("session", session))
+             if v is not None and v is not False and v != ""]
     if len(given) > 1:
         raise ValueError("give one model: %s" % ", ".join("--" + k for k in given))
     names = read_class_names(labels) if labels else None
@@ -62,5 +67,12 @@ def make_model(model: Optional[str] = None, checkpoint: Optional[str] = None, gr
     if kind == "meta_graph":
         from ggcam.models.imported import MetaGraphModel
         return MetaGraphModel(meta_graph, checkpoint=checkpoint, **imported)
+    if kind == "session":
+        from ggcam.models.imported import SessionModel
+        if input_tensor is None or logits_tensor is None:
+            raise ValueError("a session model needs input_tensor and logits_tensor (tensors or names)")
+        return SessionModel(session, **imported)
     from ggcam.models.keras_file import KerasModel
+    if not isinstance(keras, (str, os.PathLike)):
+        return KerasModel.from_object(keras, **{k: v for k, v in imported.items() if k != "trust_model"})
     return KerasModel(keras, **imported)

@@ -33,7 +33,7 @@ import numpy as np
 from ggcam.models import detect
 from ggcam.models.feeds import feed_plan, feed_tensor
 from ggcam.models.base import Model, ModelError, close_matches, load_variables
-from ggcam.tf_compat import tf
+from ggcam.tf_compat import TF2, tf
 
 # Keras's own classes that are not layers but appear as a class_name in model configs (models,
 # and the dtype policy of newer Keras, which this Keras then fails to rebuild with one line).
@@ -162,6 +162,21 @@ _TF_FUNCTIONS = frozenset((
 _ACTIVATIONS = frozenset((
     "linear", "relu", "relu6", "elu", "selu", "softplus", "softsign", "sigmoid", "hard_sigmoid", "tanh", "softmax",
     "log_softmax", "exponential", "swish", "silu", "gelu", "leaky_relu", "mish", "hard_swish", "hard_silu"))
+# Built-in initializers, regularizers and constraints of later Keras versions (2.4 to 3):
+# data about training, replaced before the rebuild (``_for_this_keras``).
+_LATER_OBJECTS = frozenset((
+    "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform", "TruncatedNormal", "VarianceScaling",
+    "Orthogonal", "Identity", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "LecunNormal",
+    "LecunUniform", "STFTInitializer", "L1", "L2", "L1L2", "OrthogonalRegularizer", "MaxNorm", "MinMaxNorm",
+    "NonNeg", "UnitNorm", "RadialConstraint"))
+# Options of later Keras layer configs that change nothing at inference at these values: dropped
+# when this Keras lacks them (any other value of an option it lacks is refused).
+_INERT = {"optional": False, "ragged": False, "sparse": False, "groups": 1, "synchronized": False,
+          "lora_rank": None, "lora_alpha": None, "seed": None, "noise_shape": None, "autocast": True,
+          "quantization_config": None, "keepdims": False}
+# Keyword arguments every Keras layer takes besides its own.
+_BASE_OPTIONS = frozenset(("name", "trainable", "dtype", "dynamic", "input_shape", "batch_input_shape", "batch_size",
+                           "weights", "activity_regularizer", "input_dim", "input_length"))
 # Kinds of built-in Keras objects that configs name besides layers: read, never run on data
 # (initializers only make the initial values of variables the file has no weights for).
 _OBJECT_MODULES = ("initializers", "regularizers", "constraints")
@@ -171,7 +186,7 @@ _OBJECT_MODULES = ("initializers", "regularizers", "constraints")
 def _keras_objects() -> FrozenSet[str]:
     """The class names of Keras's built-in initializers, regularizers and constraints, and the
     dtype policy of newer Keras."""
-    names = {"Policy", "DTypePolicy"}
+    names = {"Policy", "DTypePolicy", "FloatDTypePolicy"} | _LATER_OBJECTS
     for name in _OBJECT_MODULES:
         module = _keras_module(name)
         names.update(k for k, v in vars(module).items() if isinstance(v, type) and not k.startswith("_"))
@@ -225,6 +240,8 @@ def unsafe_object(model_config: Dict) -> Optional[str]:
             class_name = node["class_name"]
             if "name" in node or (isinstance(node.get("config"), dict) and "name" in node["config"]):
                 layer = _layer_name(node)
+            if class_name == "__keras_tensor__":  # Keras 3's reference to a layer's output: data
+                return None
             if class_name == "Lambda":
                 return "layer %s is a Keras Lambda layer: it runs Python code stored in the file" % layer
             if class_name in _OP_LAYERS:
@@ -278,6 +295,141 @@ def outside_storage(f, limit: int = 100000) -> Optional[str]:
                 if getattr(item, "is_virtual", False):
                     return "dataset %s is virtual, mapped from other files" % path
     return None
+
+
+def _keras3_nodes(inbound: List) -> List:
+    """Keras 3's inbound nodes ({"args": [keras tensors...], "kwargs": ...}) as Keras 2's
+    ([[layer, node, tensor, {}], ...] per node)."""
+    nodes = []
+    for node in inbound:
+        if not isinstance(node, dict):
+            nodes.append(node)
+            continue
+        found, stack = [], [node.get("args", [])]
+        while stack:
+            item = stack.pop(0)
+            if isinstance(item, list):
+                stack[:0] = item
+            elif isinstance(item, dict) and item.get("class_name") == "__keras_tensor__":
+                history = item["config"]["keras_history"]
+                found.append([history[0], history[1], history[2], {}])
+        nodes.append(found)
+    return nodes
+
+
+def _for_this_keras(config: Dict) -> Tuple[Dict, List[str]]:
+    """A copy of a model config that this Keras can rebuild, and what was changed (for a note).
+
+    Initializers, regularizers and constraints only shape training (the weights come from the
+    file): initializers become zeros, the others none, so those of any Keras version load. A
+    Keras 3 config (written to HDF5 by Keras 3) is put in Keras 2's form: its module and
+    registry fields dropped, dtype policies as names, ``batch_shape``, input and output layers,
+    inbound nodes. Layer options this Keras lacks are dropped when at a value that changes
+    nothing (``_INERT``); any other is refused (ModelError)."""
+    import inspect
+    changed = set()  # type: set
+
+    def fix(node: object, key: str = "") -> object:
+        if isinstance(node, list):
+            return [fix(item, key) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if key.endswith("_initializer") and "class_name" in node:
+            if node.get("class_name") != "Zeros":
+                changed.add("initializers")
+            return {"class_name": "Zeros", "config": {}}
+        if key.endswith(("_regularizer", "_constraint")) and "class_name" in node:
+            changed.add("regularizers and constraints")
+            return None
+        if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy", "Policy") and key == "dtype":
+            return (node.get("config") or {}).get("name", "float32")
+        if node.get("class_name") == "Functional" and not TF2:  # Keras >= 2.4's name for a nested Model
+            node = dict(node, class_name="Model")
+            changed.add("Keras 2.4+ class names")
+        out = {}
+        for k, v in node.items():
+            if k in ("module", "registered_name", "build_config", "compile_config", "shared_object_id"):
+                changed.add("Keras 3 fields")
+                continue
+            out[k] = fix(v, k)
+        if isinstance(out.get("inbound_nodes"), list) and any(isinstance(n, dict) for n in out["inbound_nodes"]):
+            out["inbound_nodes"] = _keras3_nodes(out["inbound_nodes"])
+            out["_keras3"] = True
+        layers = out.get("layers")
+        if isinstance(layers, list) and any(isinstance(l, dict) and l.pop("_keras3", False) for l in layers):
+            # Keras 2 counts a nested model's own graph as its node 0: its calls start at 1.
+            nested = {_layer_name(l) for l in layers if isinstance(l, dict) and l.get("class_name") in _MODEL_CLASSES}
+            for l in layers:
+                for node in l.get("inbound_nodes") or []:
+                    for entry in node:
+                        if entry[0] in nested:
+                            entry[1] += 1
+            for end in ("output_layers",):
+                value = out.get(end)
+                for entry in ([value] if value and isinstance(value[0], str) else value or []):
+                    if entry[0] in nested:
+                        entry[1] += 1
+        return out
+
+    config = fix(config)
+    for model in _walk_configs(config):
+        body = model["config"]
+        for end in ("input_layers", "output_layers"):
+            value = body.get(end) if isinstance(body, dict) else None
+            if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+                body[end] = [value]  # Keras 3 writes a single one flat
+    for layer in _walk_configs(config):
+        name, options = layer.get("class_name"), layer.get("config")
+        if not isinstance(options, dict) or name in _MODEL_CLASSES:
+            continue
+        if name == "InputLayer" and "batch_shape" in options:
+            options["batch_input_shape"] = options.pop("batch_shape")
+        cls = getattr(tf.keras.layers, str(name), None)
+        if cls is None:
+            continue  # Keras says so itself when it rebuilds
+        if getattr(cls.from_config, "__func__", None) is not getattr(tf.keras.layers.Layer.from_config, "__func__", 0):
+            continue  # it reads its config itself (Lambda, wrappers): its keys are not all options
+        accepted = _options_of(cls)
+        if accepted is None:
+            continue  # a wrapper passing everything on (TF 2's v1 BatchNormalization): cannot tell
+        for option in [k for k in options if k not in accepted]:
+            if option in _INERT and options[option] == _INERT[option]:
+                del options[option]
+                changed.add("options this Keras lacks, at values that change nothing")
+            else:
+                raise ModelError("layer %s uses the option %s=%s, which TensorFlow %s's Keras does not have"
+                                 % (options.get("name", name), option, json.dumps(options[option]), tf.VERSION))
+    return config, sorted(changed)
+
+
+def _options_of(cls: type) -> Optional[set]:
+    """The keyword arguments a Keras layer class takes: its ``__init__``'s and, through
+    ``**kwargs``, those of the classes it passes them on to; None when it takes ``*args``."""
+    import inspect
+    accepted = set(_BASE_OPTIONS)
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters
+        if any(p.kind == p.VAR_POSITIONAL for p in parameters.values()):
+            return None
+        accepted.update(parameters)
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+            break
+    return accepted
+
+
+def _walk_configs(node: object) -> Iterator[Dict]:
+    """Every dict with a "class_name" and a "config" in a model config, nested ones included."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            if "class_name" in item and "config" in item:
+                yield item
+            stack.extend(item.values())
 
 
 def composite_activations(guided: bool) -> Dict[str, object]:
@@ -443,13 +595,31 @@ class KerasModel(Model):
         self._scope = ""
         self._source = None  # type: Optional[tf.Tensor]  # what the rebuilt model is called on
         self._values = []  # type: List[Tuple[tf.Variable, np.ndarray]]
+        self._object = None  # a tf.keras.Model given in memory (``from_object``) instead of a file
+        self._object_values = []  # type: List[np.ndarray]  # its weights' values, read in prepare
+        self._custom = {}  # type: Dict[str, type]  # its own layer classes, for the rebuild
+
+    @classmethod
+    def from_object(cls, model: "tf.keras.Model", **kwargs) -> "KerasModel":
+        """A ``tf.keras.Model`` object in memory (the user's own: trusted): rebuilt from its
+        config in the explainer's graph, its weights' current values taken from its session;
+        the user's model is left as it is."""
+        self = cls("the Keras model %s" % model.name, trust_model=True, **kwargs)
+        self.name, self._object = model.name, model
+        return self
 
     # --------------------------------------------------------------- reading the file
 
     def _open(self):
         import h5py
+        import zipfile
         if not os.path.isfile(self.path):
             raise ModelError("no Keras model file at %s" % self.path)
+        if zipfile.is_zipfile(self.path):
+            h5 = os.path.splitext(self.path)[0] + ".h5"
+            raise ModelError("%s is a Keras 3 file (a .keras zip archive); Keras 3 has no graph mode to rebuild it "
+                             "in: save it as HDF5 with Keras 3 and explain that file: python -c \"import keras; "
+                             "keras.saving.load_model('%s').save('%s')\"" % (self.path, self.path, h5))
         try:
             return h5py.File(self.path, "r")
         except (OSError, ValueError) as exc:
@@ -457,6 +627,14 @@ class KerasModel(Model):
 
     def prepare(self) -> None:
         self.notes = []
+        if self._object is not None:
+            self._prepare_config(json.loads(self._object.to_json()))
+            graph = self._object.weights[0].graph if self._object.weights else tf.get_default_graph()
+            with graph.as_default():  # as model.get_weights() reads them, in the model's Keras session
+                self._object_values = self._object.get_weights()
+            self._custom = {type(l).__name__: type(l) for l in _walk_layers(self._object.layers)
+                            if not type(l).__module__.startswith(_keras_root())}
+            return
         with self._open() as f:
             if not self.trust_model:
                 outside = outside_storage(f)
@@ -479,6 +657,14 @@ class KerasModel(Model):
             if unsafe:
                 raise ModelError("refusing %s: %s; pass --trust_model to load it anyway"
                                  % (self.path, unsafe))
+        self._prepare_config(config)
+
+    def _prepare_config(self, config: Dict) -> None:
+        """Everything ``prepare`` reads off a model config (checked already)."""
+        config, changed = _for_this_keras(config)
+        if changed:
+            self.notes.append("Keras file: %s made for TensorFlow %s's Keras (the weights are the file's)"
+                              % (", ".join(changed), tf.VERSION))
         self._config = config
         try:
             self._input_name, shape = _input_layer(config, list(self.feeds))
@@ -526,6 +712,13 @@ class KerasModel(Model):
     def _weight_values(self, model: tf.keras.Model) -> List[Tuple[tf.Variable, np.ndarray]]:
         """(variable, value) for every weight of ``model``, read from the file in Keras's order
         (layers with weights, each one's trainable then non-trainable weights)."""
+        if self._object is not None:
+            pairs = list(zip(model.weights, self._object_values))
+            for v, value in pairs:
+                if tuple(v.shape.as_list()) != value.shape:
+                    raise ModelError("%s: weight %s has shape %s, the rebuilt model's %s"
+                                     % (self.path, v.op.name, value.shape, tuple(v.shape.as_list())))
+            return pairs
         hdf5_format = _keras_module("saving.hdf5_format", "saving.legacy.hdf5_format")
         with self._open() as f:
             group = f["model_weights"]
@@ -557,7 +750,8 @@ class KerasModel(Model):
     def _rebuild(self) -> tf.keras.Model:
         try:
             model = tf.keras.models.model_from_json(json.dumps(self._config),
-                                                    custom_objects=composite_activations(self.guided))
+                                                    custom_objects=dict(composite_activations(self.guided),
+                                                                        **self._custom))
         except Exception as exc:  # Keras raises many kinds for configs it cannot rebuild
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
             raise ModelError("cannot rebuild the model of %s with TensorFlow %s's Keras: %s"
