@@ -4,6 +4,7 @@
     with Explainer() as ex:                          # MobileNet V1; or model="resnet_v1_50",
         results = ex.explain(["cat.jpg", array])     # graph="frozen.pb", keras="model.h5", ...
 """
+import json
 import os
 from typing import List, Optional, Sequence, Union
 
@@ -60,6 +61,7 @@ class Explainer:
         self.model = self.graph.model
         self.names = self.model.class_names
         self.fusion, self.batch_size, self.max_side = fusion, batch_size, max_side
+        self._feeds = json.dumps(self.model.describe().get("feeds", {}), sort_keys=True)
 
     @property
     def layer(self) -> str:
@@ -121,7 +123,8 @@ class Explainer:
                 requested=target, logits=out["logits"][k], label=int(out["label"][k]),
                 conv_activations=out["conv_activations"][k], conv_gradient=out["conv_gradient"][k],
                 guided_backprop=out["guided_backprop"][k], guided_backprop_image=out["guided_backprop_image"][k],
-                model=self.model.name, layer=self.layer, output_function=self.model.output_function))
+                model=self.model.name, layer=self.layer, output_function=self.model.output_function,
+                preprocessing=self.model.describe_preprocessing(), feeds=self._feeds))
         return results
 
     def close(self) -> None:

@@ -60,16 +60,19 @@ class Explanation:
     RGB image in [0, 1]), ``cam`` [h, w]; plus ``photo`` (uint8 RGB [H, W, 3], as fed) and
     ``guided_backprop_image`` [H, W, 3] (w.r.t. the photo in [0, 1]). ``requested`` is the
     Target asked for; ``model`` and ``layer`` name what was explained; ``output_function``
-    ("softmax", "sigmoid" or "none", as the model has it) what its probabilities are.
+    ("softmax", "sigmoid" or "none", as the model has it) what its probabilities are;
+    ``preprocessing`` and ``feeds`` (JSON: placeholder -> the value fed) what the network was fed.
     """
 
     def __init__(self, photo: np.ndarray, names: List[str], logits: np.ndarray, label: int,
                  conv_activations: np.ndarray, conv_gradient: np.ndarray,
                  guided_backprop: np.ndarray, guided_backprop_image: np.ndarray,
                  requested: Optional[Target] = None, source: Optional[str] = None, fusion: str = "paper",
-                 model: str = "", layer: str = "", output_function: str = "softmax"):
+                 model: str = "", layer: str = "", output_function: str = "softmax", preprocessing: str = "",
+                 feeds: str = "{}"):
         self.photo, self.names, self.source, self.fusion = photo, names, source, fusion
         self.model, self.layer, self.output_function = model, layer, output_function
+        self.preprocessing, self.feeds = preprocessing, feeds
         self.logits = np.asarray(logits, np.float32)
         self.label = int(label)
         self.requested = requested if requested is not None else Target.best()
@@ -115,6 +118,9 @@ class Explanation:
             "cam": self.cam,
             "model": np.asarray(self.model),
             "layer": np.asarray(self.layer),
+            "preprocessing": np.asarray(self.preprocessing),
+            "feeds": np.asarray(self.feeds),
+            "output_function": np.asarray(self.output_function),
         }
 
     def _fused(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

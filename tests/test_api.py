@@ -15,7 +15,8 @@ from ggcam.explanation import OUTPUT_FILES, RAW_FILE
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")
-RAW_NAMES = ["cam", "conv_activations", "conv_gradient", "guided_backprop", "label", "layer", "logits", "model"]
+RAW_NAMES = ["cam", "conv_activations", "conv_gradient", "feeds", "guided_backprop", "label", "layer", "logits", "model",
+             "output_function", "preprocessing"]
 
 
 @pytest.fixture(scope="module")

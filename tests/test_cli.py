@@ -67,7 +67,9 @@ def test_writes_every_picture_and_raw_arrays(chelsea_run):
     raw = np.load(str(out / "raw.npz"))
     shapes = {"logits": (1001,), "label": (), "conv_activations": (7, 7, 1024),
               "conv_gradient": (7, 7, 1024), "guided_backprop": (224, 224, 3), "cam": (7, 7)}
-    assert sorted(raw.files) == sorted(list(shapes) + ["model", "layer"])
+    assert sorted(raw.files) == sorted(list(shapes) + ["model", "layer", "preprocessing", "feeds", "output_function"])
+    assert str(raw["preprocessing"]) == "RGB, [0, 1] scaled to [-1, 1]" and str(raw["feeds"]) == "{}"
+    assert str(raw["output_function"]) == "softmax"
     for name, shape in shapes.items():
         assert raw[name].shape == shape, name
     assert int(raw["label"]) == 282

@@ -419,6 +419,11 @@ def test_extra_placeholders_are_fed_and_named_when_missing(tmp_path):
     np.testing.assert_allclose(out["logits"], expected, rtol=1e-5, atol=1e-4)
     assert 'age:0=[0.5] (for every image)' in "\n".join(model.notes)
     assert model.describe()["feeds"] == {"is_training:0": False, "keep_prob:0": 1.0, "age:0": [0.5]}
+    from ggcam.explainer import Explainer
+    import json
+    with Explainer(graph=path, feeds=feeds) as ex:  # and raw.npz records them
+        (e,) = ex.explain([PHOTO])
+    assert json.loads(str(e.raw()["feeds"])) == {"age:0": [0.5], "is_training:0": False, "keep_prob:0": 1.0}
     for bad, says in ((("is_training", 0.5), "is bool"), (("age", [1, 2]), "has shape ['?', 1]"),
                       (("nothing", 1), "no tensor named 'nothing'"), (("image", 1.0), "the image input")):
         with pytest.raises(ModelError, match=says.replace("[", r"\[").replace("?", r"\?")):

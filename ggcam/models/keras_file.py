@@ -899,4 +899,6 @@ class KerasModel(Model):
     def describe(self) -> Dict[str, object]:
         facts = super().describe()
         facts["file"] = self.path
+        if self.feeds:
+            facts["feeds"] = dict(self.feeds)
         return facts
