@@ -86,23 +86,39 @@ def list_layers(args: argparse.Namespace) -> int:
               % (ex.model.name, ex.model.input_size[0], ex.model.input_size[1], ex.model.channels,
                  ex.model.describe_preprocessing(), ex.model.num_classes))
         print("layers (4-D feature maps, [h, w, channels]); * the Grad-CAM layer:")
-        for name, tensor in ex.model.layers().items():
-            mark = "*" if tensor is ex.graph.layer_tensor else " "
+        layers = ex.model.layers()
+        for name, tensor in layers.items():
+            # The layer in use; a tensor listed under two names (a nested model and its last layer) once.
+            mark = "*" if name == ex.layer or (ex.layer not in layers and tensor is ex.graph.layer_tensor) else " "
             layout = ex.model.layout(tensor)
             print("%s %s  %s%s" % (mark, name, [d if d is not None else "?" for d in ex.model.layer_shape(tensor)],
                                    "  (%s)" % layout if layout != "NHWC" else ""))
     return cli.EXIT_OK
 
 
+def channels_first_kernels(args: argparse.Namespace) -> bool:
+    """Whether the model may need channels-first kernels, which TF 1.15's plain CPU kernels lack:
+    a frozen graph, MetaGraph or SavedModel whose bytes hold "NCHW" (any op's data_format says
+    so literally). A Keras file's channels_first layers run NHWC kernels between transposes."""
+    path = args.graph or args.meta_graph or (os.path.join(args.saved_model, "saved_model.pb") if args.saved_model
+                                             else None)
+    if not path:
+        return False
+    try:
+        with open(path, "rb") as f:
+            return b"NCHW" in f.read()
+    except OSError:
+        return False  # the model's own check says what is wrong with it
+
+
 def run_single(args: argparse.Namespace, path: str, target: Target) -> int:
     photo = image_io.load_image(path, args.max_side)
     image_io.check_writable(args.output_dir or ".")
-    model_file = any(getattr(args, k) for k in ("graph", "saved_model", "keras", "meta_graph"))
-    if QUICK_START and "tensorflow" not in sys.modules and not model_file:
+    if QUICK_START and "tensorflow" not in sys.modules and not channels_first_kernels(args):
         # intel-tensorflow 1.15 spends about 1 s preparing oneDNN kernels on a graph's first
         # run, 20 times what one image's pass costs with its plain kernels (README, "Speed").
-        # Read once, at import; TF 2 ignores it. TF_DISABLE_MKL=0 keeps oneDNN. Only for zoo
-        # networks: a model file may use channels-first ops, which the plain kernels lack.
+        # Read once, at import (the check of a model file in a child process inherits it); TF 2
+        # ignores it. TF_DISABLE_MKL=0 keeps oneDNN.
         os.environ.setdefault("TF_DISABLE_MKL", "1")
     with make_explainer(args) as ex:
         (result,), = ex.explain_photos([photo], [[target]], [path])
