@@ -1,5 +1,5 @@
 # `make demo` and `make test` set up everything they need on first use: the venv of the
-# TensorFlow runtime, labels.txt and the checkpoint.
+# TensorFlow runtime (with the package installed editable) and the checkpoint.
 #
 # RUNTIME chooses TensorFlow (README, Environment):
 #   auto (default): tf1 when a Python 3.7 is found, else tf2
@@ -27,7 +27,6 @@ endif
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CKPT   := checkpoints/mobilenet_v1_1.0_224.ckpt.index
-LABELS := labels.txt
 DEMO_OUT := demo_output
 # benchmarks/results.json for tf1, results-tf2.json for tf2 (both git-ignored)
 BENCH_OUT := benchmarks/results$(if $(filter tf2,$(RT)),-tf2,).json
@@ -56,18 +55,15 @@ bench: setup
 	bash benchmarks/setup_torch_venv.sh
 	$(PY) benchmarks/speed.py --levers --output=$(BENCH_OUT)
 
-setup: $(STAMP) $(LABELS) $(CKPT)
+setup: $(STAMP) $(CKPT)
 	@echo "runtime $(RT): $(TF) in $(VENV) ($(WHY))"
 
 # Which runtime a command would use, and why.
 runtime:
 	@echo "runtime $(RT): $(TF) in $(VENV) ($(WHY))"
 
-$(STAMP): $(REQS) scripts/setup_venv.sh
+$(STAMP): $(REQS) requirements-dev.txt pyproject.toml scripts/setup_venv.sh
 	RUNTIME=$(RT) VENV=$(VENV) bash scripts/setup_venv.sh
-
-$(LABELS): scripts/make_labels.py | $(STAMP)
-	$(PY) scripts/make_labels.py
 
 $(CKPT): | $(STAMP)
 	$(PY) weights.py
@@ -78,7 +74,7 @@ weights: $(STAMP)
 
 # Real model files from registry packages (a frozen graph, a Keras file) for "Your own model".
 example-models: $(STAMP)
-	$(PY) -m ggcam.registry
+	$(PY) -m ggcam.weights.registry
 
 # Sanity checks and faithfulness scores on the example images, into evaluation/.
 evaluate: setup

@@ -4,7 +4,7 @@
 
 For a layer with rectifiers above it, Grad-CAM's weights need the unguided gradient there, so
 the graph adds a second, plain backward pass from the logits down to that layer (see
-ggcam/graph.py). Prints, per layer, the best time of a forward + backward run over random images (all
+ggcam/engine/graph.py). Prints, per layer, the best time of a forward + backward run over random images (all
 graphs timed in rounds, so other load hits them alike) and the ratio to the default layer's.
 """
 import argparse
@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ggcam.graph import GuidedGradCamGraph  # noqa: E402
+from ggcam.engine.graph import GuidedGradCamGraph  # noqa: E402
 from ggcam.models import make_model  # noqa: E402
 
 

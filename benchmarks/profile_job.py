@@ -5,7 +5,7 @@
 1. Batch path, as ``make bench`` times it (224x224 JPEGs, no resize), and the single-image
    path (``images/chelsea.png``, 451x300: resize in the graph and the photo-size adjoint):
    each stage timed on its own, in the order ``Explanation`` runs them, best of --repeats,
-   ms per image. The stages call the project's own functions (gradcam.py, image_io), so the
+   ms per image. The stages call the project's own functions (ggcam.core.gradcam, ggcam.io), so the
    figures follow the code.
 2. Cold start: ``inference.py`` on one image in a new process, with each phase stamped
    (``GGCAM_PROFILE_COLD=1`` makes inference.py print the stamps), next to a new
@@ -27,7 +27,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import gradcam as gc  # noqa: E402
-from ggcam import explanation, image_io  # noqa: E402
+from ggcam import explanation  # noqa: E402
+from ggcam.io import decoding, encoding, safe_files  # noqa: E402
 from ggcam.explainer import Explainer  # noqa: E402
 from ggcam.targets import Target  # noqa: E402
 from speed import make_inputs  # noqa: E402
@@ -52,7 +53,7 @@ def job(ex: Explainer, paths: List[str], batch: int, pictures, folder: str) -> "
     graph = ex.graph
     size = tuple(graph.input_size)
     for start in range(0, len(paths), batch):
-        photos = [t("decode", image_io.load_image, p) for p in paths[start:start + batch]]
+        photos = [t("decode", decoding.load_image, p) for p in paths[start:start + batch]]
         floats = [t("to float", lambda p: p.astype(np.float32) / 255.0, p) for p in photos]
         images = np.stack([f if f.shape[:2] == size else t("resize (graph)", graph.resize, f) for f in floats])
         codes = np.full(len(images), -1, np.int32)
@@ -81,13 +82,13 @@ def job(ex: Explainer, paths: List[str], batch: int, pictures, folder: str) -> "
             if "panel" in pictures:
                 made["panel"] = t("panel", gc.panel, [photo] + [made[n] for n in explanation.PICTURES[:4]],
                                   ["Predicted"] + [gc.TITLES[n] for n in explanation.PICTURES[:4]])
-            files = [(explanation.INPUT_FILE, t("encode input.jpg", image_io.encode_picture, photo, ".jpg"))] \
+            files = [(explanation.INPUT_FILE, t("encode input.jpg", encoding.encode_picture, photo, ".jpg"))] \
                 if "panel" in pictures else []
-            files += [(n + ".png", t("encode PNG", image_io.encode_picture, made[n])) for n in pictures]
+            files += [(n + ".png", t("encode PNG", encoding.encode_picture, made[n])) for n in pictures]
             sub = os.path.join(folder, "%d" % (start + k))
             os.makedirs(sub, exist_ok=True)
             for name, blob in files:
-                t("write (atomic)", image_io.atomic_write_bytes, os.path.join(sub, name), blob)
+                t("write (atomic)", safe_files.atomic_write_bytes, os.path.join(sub, name), blob)
     return t.seconds
 
 

@@ -12,15 +12,16 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gradcam as gc  # noqa: E402
-from ggcam import guided_relu, image_io  # noqa: E402
+from ggcam.io import decoding  # noqa: E402
+from ggcam.tf import guided as guided_relu
 from nets import mobilenet_v1 as mnet  # noqa: E402
-from ggcam.tf_compat import tf  # noqa: E402
+from ggcam.tf.compat import tf  # noqa: E402
 
 
 
 def explain(path: str, checkpoint: str) -> List[np.ndarray]:
     """Guided Grad-CAM of one photo's top-1 class -> [heatmap, guided backprop, guided Grad-CAM]."""
-    photo = image_io.load_image(path)
+    photo = decoding.load_image(path)
     graph = tf.Graph()
     with graph.as_default(), graph.gradient_override_map(guided_relu.override_map("seed")):
         image = tf.constant(photo[None].astype(np.float32) / 255.0)

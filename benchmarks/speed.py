@@ -21,7 +21,7 @@ d. this project's network pass alone (decode, forward and guided backward pass, 
 
 Cold start: a new ``inference.py`` process on one photo, to its first picture written, next
 to a new ``python -c "import tensorflow"``, paired run by run, its graph in the graph cache
-(ggcam/graph_cache.py) as from the second run on; the first run ever (graph built, then
+(ggcam/engine/cache.py) as from the second run on; the first run ever (graph built, then
 cached) apart; and ``inference.py --help``.
 
 Prints a table, writes benchmarks/results.json and ends with
@@ -49,12 +49,13 @@ sys.path.insert(0, ROOT)
 HERE = os.path.join(ROOT, "benchmarks")
 TORCH_PYTHON = os.path.join(HERE, ".venv-torch", "bin", "python")
 
-from ggcam import checkpoints, explainer  # noqa: E402
+from ggcam import explainer  # noqa: E402
+from ggcam.weights import checkpoints  # noqa: E402
 from ggcam import explanation  # noqa: E402
-from ggcam import image_io  # noqa: E402
+from ggcam.io import decoding, encoding  # noqa: E402
 from ggcam.models import zoo  # noqa: E402
 from ggcam.targets import Target  # noqa: E402
-from ggcam.tf_compat import VERSION, tf  # noqa: E402
+from ggcam.tf.compat import VERSION, tf  # noqa: E402
 
 
 def make_inputs(folder: str, n: int, seed: int = 0) -> List[str]:
@@ -76,7 +77,7 @@ def make_inputs(folder: str, n: int, seed: int = 0) -> List[str]:
 
 
 def encode_png(picture: np.ndarray) -> int:
-    return len(image_io.encode_picture(picture, ".png"))  # what save_picture writes
+    return len(encoding.encode_picture(picture, ".png"))  # what save_picture writes
 
 
 SAME_AS_PEER = ("overlay", "guided_backprop", "guided_gradcam")  # the three pictures of (c)
@@ -94,7 +95,7 @@ def ours(ex: "explainer.Explainer", paths: List[str], batch: int, overlap: bool 
     pool = concurrent.futures.ThreadPoolExecutor(1) if overlap else None
     pending = None
     for start in range(0, len(paths), batch):
-        photos = [image_io.load_image(p) for p in paths[start:start + batch]]
+        photos = [decoding.load_image(p) for p in paths[start:start + batch]]
         results = ex.explain_photos(photos, [[Target.best()]] * len(photos))
         if pool is None:
             finish(results)
@@ -108,16 +109,16 @@ def ours(ex: "explainer.Explainer", paths: List[str], batch: int, overlap: bool 
         pool.shutdown()
 
 
-def forward_only(graph: "ggcam.graph.GuidedGradCamGraph", paths: List[str], batch: int) -> None:
+def forward_only(graph: "ggcam.engine.graph.GuidedGradCamGraph", paths: List[str], batch: int) -> None:
     for start in range(0, len(paths), batch):
-        photos = [image_io.load_image(p).astype(np.float32) / 255.0 for p in paths[start:start + batch]]
+        photos = [decoding.load_image(p).astype(np.float32) / 255.0 for p in paths[start:start + batch]]
         graph.logits(np.stack(photos))
 
 
-def network_pass(graph: "ggcam.graph.GuidedGradCamGraph", paths: List[str], batch: int) -> None:
+def network_pass(graph: "ggcam.engine.graph.GuidedGradCamGraph", paths: List[str], batch: int) -> None:
     """Decode, forward and guided backward pass, fetching what the job needs; no picture."""
     for start in range(0, len(paths), batch):
-        photos = [image_io.load_image(p).astype(np.float32) / 255.0 for p in paths[start:start + batch]]
+        photos = [decoding.load_image(p).astype(np.float32) / 255.0 for p in paths[start:start + batch]]
         graph.run(photos)
 
 
@@ -206,7 +207,7 @@ def torch_peer(paths: List[str], batches: List[int], repeats: int, folder: str) 
     np.savez(exported, **{n: reader.get_tensor(n) for n in names})
     reference = os.path.join(folder, "reference.npz")
     inputs = np.concatenate([checkpoints.probe_input(),
-                             (np.stack([image_io.load_image(p) for p in paths[:4]]) / 127.5 - 1.0).astype(np.float32)])
+                             (np.stack([decoding.load_image(p) for p in paths[:4]]) / 127.5 - 1.0).astype(np.float32)])
     np.savez(reference, inputs=inputs, logits=checkpoints.model_logits("mobilenet_v1", zoo.default_checkpoint("mobilenet_v1"), inputs))
     script = os.path.join(HERE, "peer_pytorch_grad_cam.py")
     check = subprocess.run([TORCH_PYTHON, script, "--weights=%s" % exported, "--check=%s" % reference],

@@ -16,9 +16,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ggcam.graph import GuidedGradCamGraph  # noqa: E402
+from ggcam.engine.graph import GuidedGradCamGraph  # noqa: E402
 from ggcam.models.slim import SlimModel  # noqa: E402
-from ggcam.tf_compat import VERSION  # noqa: E402
+from ggcam.tf.compat import VERSION  # noqa: E402
 
 
 def main() -> None:

@@ -11,25 +11,26 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 from PIL import Image as PILImage
 
-from ggcam import image_io, labels as labels_mod
+from ggcam import labels as labels_mod
+from ggcam.io import decoding
 from ggcam.explanation import Explanation
-from ggcam.graph import GuidedGradCamGraph
+from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.models import make_model
 from ggcam.models.base import Model
 from ggcam.targets import Target
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 ImageLike = Union[str, os.PathLike, np.ndarray, PILImage.Image]
 LabelLike = Union[int, str, Target]
 
 
-def as_photo(image: ImageLike, max_side: int = image_io.DEFAULT_MAX_SIDE) -> np.ndarray:
+def as_photo(image: ImageLike, max_side: int = decoding.DEFAULT_MAX_SIDE) -> np.ndarray:
     """A path, PIL image, or uint8 / float ([0, 1]) array -> RGB uint8 [H, W, 3]."""
     if isinstance(image, PILImage.Image):
-        return image_io.pil_to_rgb(image, max_side)
+        return decoding.pil_to_rgb(image, max_side)
     if isinstance(image, np.ndarray):
-        return image_io.array_to_rgb(image, max_side)
-    return image_io.load_image(str(image), max_side)
+        return decoding.array_to_rgb(image, max_side)
+    return decoding.load_image(str(image), max_side)
 
 
 class Explainer:
@@ -45,13 +46,13 @@ class Explainer:
     ``logits_tensor``, ``input_range`` ((lo, hi)), ``labels`` (a file of class names) and
     ``trust_model`` as for the command line; or a ``Model`` description. ``explain``
     returns one ``Explanation`` per image and target. ``cache_graph=True``: a zoo model's
-    graph comes from the graph cache when it was built before (``ggcam.graph_cache``), as
+    graph comes from the graph cache when it was built before (``ggcam.engine.cache``), as
     for the command lines.
     """
 
     def __init__(self, model: Union[None, str, Model] = None, layer: Optional[str] = None,
                  guided_relu6: str = "exact", fusion: str = "paper", batch_size: int = 8,
-                 max_side: int = image_io.DEFAULT_MAX_SIDE, config: Optional[tf.ConfigProto] = None,
+                 max_side: int = decoding.DEFAULT_MAX_SIDE, config: Optional[tf.ConfigProto] = None,
                  cache_graph: bool = False, **model_files):
         if not isinstance(model, Model):
             model = make_model(model=model, **model_files)

@@ -1,6 +1,6 @@
 """One explained (image, class) pair: its arrays, its pictures and how to save them.
 
-numpy, OpenCV and Pillow only, like ``gradcam.py``.
+numpy, OpenCV and Pillow only, like ``ggcam.core.gradcam``.
 """
 import io
 import os
@@ -10,8 +10,8 @@ from typing import BinaryIO, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-import gradcam as gc
-from ggcam import image_io
+from ggcam.core import gradcam as gc
+from ggcam.io import encoding, safe_files
 from ggcam import targets
 from ggcam.targets import Target
 
@@ -186,8 +186,8 @@ class Explanation:
     def encoded_files(self, save_raw: bool = False) -> List[Tuple[str, bytes]]:
         """(file name, bytes) of every file ``save_files`` writes, all computed up front."""
         pictures = self.pictures()
-        data = [(INPUT_FILE, image_io.encode_picture(self.photo, ".jpg"))]
-        data += [(name + ".png", image_io.encode_picture(pictures[name])) for name in PICTURES]
+        data = [(INPUT_FILE, encoding.encode_picture(self.photo, ".jpg"))]
+        data += [(name + ".png", encoding.encode_picture(pictures[name])) for name in PICTURES]
         if save_raw:
             buffer = io.BytesIO()
             np.savez(buffer, **self.raw())
@@ -201,7 +201,7 @@ class Explanation:
         os.makedirs(folder, exist_ok=True)
         record = {}
         for name, blob in data:
-            image_io.atomic_write_bytes(os.path.join(folder, name), blob)
+            safe_files.atomic_write_bytes(os.path.join(folder, name), blob)
             record[name] = file_record(blob)
         return record
 

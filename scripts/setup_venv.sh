@@ -9,7 +9,8 @@
 #   RUNTIME=auto: tf1 when a Python 3.7 is found, else tf2.
 #   setup_venv.sh --detect: print the runtime auto would choose (tf1 or tf2) and exit.
 #
-# VENV overrides the venv folder. After installing, `python -m ggcam.tf_compat` builds and runs a
+# VENV overrides the venv folder. It installs the requirements and the package itself (editable).
+# After installing, `python -m ggcam.tf.compat` builds and runs a
 # small tf_slim network: a TensorFlow that breaks tf_slim fails the set-up with one line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,8 +110,10 @@ echo "runtime $RUNTIME: using $PY ($("$PY" --version 2>&1)) for $VENV"
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"
 [ -z "$PIP" ] || "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$PIP"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
-if ! "$VENV/bin/python" -m ggcam.tf_compat; then
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS" -r requirements-dev.txt
+# The package itself, editable: `ggcam` in the venv's bin, `import ggcam` from any folder.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+if ! "$VENV/bin/python" -m ggcam.tf.compat; then
     exit 1  # tf_compat said why in one line; no stamp, so the next make tries again
 fi
 touch "$VENV/.installed"

@@ -18,7 +18,7 @@ ARTIFACTS_ENV = "GRADCAM_TEST_ARTIFACTS"
 
 @pytest.fixture(scope="session", autouse=True)
 def graph_cache_folder(tmp_path_factory) -> str:
-    """The command lines keep built graphs (ggcam.graph_cache); under the tests, in a folder
+    """The command lines keep built graphs (ggcam.engine.cache); under the tests, in a folder
     of the session's, not the user's cache. Subprocesses inherit it."""
     folder = str(tmp_path_factory.mktemp("graph_cache"))
     os.environ["GGCAM_GRAPH_CACHE"] = folder
@@ -55,7 +55,8 @@ def shared_graphs():
     (missing or mismatched checkpoint) raise as usual and are not cached; models other than zoo
     models and special session configs always get a graph of their own. Yields the cache.
     """
-    from ggcam import explainer, graph as graph_mod
+    from ggcam import explainer
+    from ggcam.engine import graph as graph_mod
     from ggcam.models.slim import SlimModel
     real = graph_mod.GuidedGradCamGraph
     built = {}
@@ -98,7 +99,7 @@ def shared_graphs():
 
 def mobilenet_graph(layer=None, guided_relu6: str = "exact"):
     """The session's shared MobileNet V1 graph (with the ``shared_graphs`` fixture active)."""
-    from ggcam import graph as graph_mod
+    from ggcam.engine import graph as graph_mod
     from ggcam.models.slim import SlimModel
     return graph_mod.GuidedGradCamGraph(SlimModel("mobilenet_v1"), layer, guided_relu6)
 

@@ -1,5 +1,5 @@
 """Targets for the isolation tests (tests/test_safety.py): run in a child process by
-``ggcam.isolation.run_isolated``, so they live in a module the child can import."""
+``ggcam.engine.isolation.run_isolated``, so they live in a module the child can import."""
 import os
 import signal
 import time

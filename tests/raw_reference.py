@@ -59,8 +59,8 @@ def compute(explainer) -> Dict[str, Dict]:
 
 
 def _photo(name: str) -> np.ndarray:
-    from ggcam import image_io
-    return image_io.load_image(os.path.join(ROOT, "images", name))
+    from ggcam.io import decoding
+    return decoding.load_image(os.path.join(ROOT, "images", name))
 
 
 def entry_of(raw) -> Dict:
@@ -99,14 +99,14 @@ def mismatches(reference: Dict, current: Dict) -> List[str]:
 
 
 def runtime() -> str:
-    from ggcam.tf_compat import VERSION
+    from ggcam.tf.compat import VERSION
     return "tf1" if VERSION.startswith("1.") else "tf2"
 
 
 def main() -> None:
     sys.path.insert(0, ROOT)
     from ggcam.explainer import Explainer
-    from ggcam.tf_compat import VERSION
+    from ggcam.tf.compat import VERSION
     with Explainer() as ex:
         entries = compute(ex)
     data = {}

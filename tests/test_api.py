@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import gradcam as gc
-from ggcam import image_io
+from ggcam.io import decoding
 from ggcam import labels as labels_mod
 from conftest import ROOT
 from ggcam.targets import Target
@@ -79,9 +79,9 @@ def test_save_writes_every_file_with_the_raw_names(ex, tmp_path):
 
 
 def test_bad_inputs_raise_clear_errors(ex):
-    with pytest.raises(image_io.ImageError, match="image not found"):
+    with pytest.raises(decoding.ImageError, match="image not found"):
         ex.explain("/nonexistent/cat.jpg")
-    with pytest.raises(image_io.ImageError, match=r"in \[0, 1\]"):
+    with pytest.raises(decoding.ImageError, match=r"in \[0, 1\]"):
         ex.explain(np.full((20, 20, 3), 3.0))
     with pytest.raises(labels_mod.LabelError, match="matches 2 classes"):
         ex.explain(CHELSEA, labels="crane")

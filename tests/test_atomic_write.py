@@ -1,4 +1,4 @@
-"""Atomic writes (ggcam.image_io): an exception at any moment, as Ctrl-C or SIGTERM raise one,
+"""Atomic writes (ggcam.io.safe_files): an exception at any moment, as Ctrl-C or SIGTERM raise one,
 leaves either the old file or the new one, and no temporary file."""
 import gc
 import os
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from ggcam import image_io
+from ggcam.io import safe_files
 
 NEW_ARRAY = np.arange(5000, dtype=np.float32)
 
@@ -24,11 +24,11 @@ def holds_new_array(path: str) -> bool:
 
 
 WRITERS = {
-    "text": (lambda path: image_io.atomic_write_text(path, "new\n" * 5000),
+    "text": (lambda path: safe_files.atomic_write_text(path, "new\n" * 5000),
              lambda path: read(path) == b"new\n" * 5000),
-    "bytes": (lambda path: image_io.atomic_write_bytes(path, b"\x89new" * 5000),
+    "bytes": (lambda path: safe_files.atomic_write_bytes(path, b"\x89new" * 5000),
               lambda path: read(path) == b"\x89new" * 5000),
-    "arrays": (lambda path: image_io.save_arrays(path, {"a": NEW_ARRAY}), holds_new_array),
+    "arrays": (lambda path: safe_files.save_arrays(path, {"a": NEW_ARRAY}), holds_new_array),
 }
 
 
@@ -86,16 +86,16 @@ def test_an_interrupt_at_any_line_leaves_the_old_or_the_new_file_and_nothing_els
 
 def test_new_files_get_the_usual_permissions(tmp_path):
     path = str(tmp_path / "a.txt")
-    image_io.atomic_write_text(path, "x")
+    safe_files.atomic_write_text(path, "x")
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
 
 
 def test_a_temporary_name_taken_by_another_writer_is_left_alone(tmp_path, monkeypatch):
-    monkeypatch.setattr(image_io.secrets, "token_hex", lambda n: "same")
+    monkeypatch.setattr(safe_files.secrets, "token_hex", lambda n: "same")
     theirs = tmp_path / ".tmp-same.txt"
     theirs.write_text("another writer's")
     with pytest.raises(FileExistsError):
-        image_io.atomic_write_text(str(tmp_path / "a.txt"), "mine")
+        safe_files.atomic_write_text(str(tmp_path / "a.txt"), "mine")
     assert theirs.read_text() == "another writer's" and not (tmp_path / "a.txt").exists()

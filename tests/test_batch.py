@@ -20,14 +20,14 @@ from ggcam.models.imagenet import load_labels
 import pytest
 from PIL import Image
 
-from ggcam import gallery
+from ggcam.runs import gallery
 import inference
 from ggcam import cli as cli_mod
 from ggcam import labels as labels_mod
 from ggcam import targets
 from conftest import ROOT, keep_artifact, run_main
 from ggcam.explanation import OUTPUT_FILES
-from ggcam import results as results_mod
+from ggcam.runs import results as results_mod
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")

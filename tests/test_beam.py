@@ -152,7 +152,7 @@ def test_every_image_and_target_once_bad_images_fail_alone(beam_run):
     graphs = int(re.search(r"graph was built (\d+) time", done.stderr).group(1))
     assert 1 <= graphs <= 2  # once per worker process, never per batch
     rows = read_csv(os.path.join(out, "results.csv"))
-    from ggcam import results
+    from ggcam.runs import results
     with open(os.path.join(out, "results.csv"), encoding="utf-8") as f:
         header = f.readline().strip().split(",")
     assert header == list(results.COLUMNS) + ["deletion_auc_guided_gradcam", "insertion_auc_guided_gradcam"]
@@ -260,7 +260,7 @@ def test_readme_command_lines_parse():
 @pytest.mark.extended
 def test_newest_complete_shard_set_is_read_and_stale_shards_go(tmp_path):
     beam_or_skip()
-    from ggcam import beam_pipeline as bp
+    from ggcam.runs import beam as bp
     out = str(tmp_path)
     for name, mtime in (("results-00000-of-00003.jsonl", 100), ("results-00001-of-00003.jsonl", 100),
                         ("results-00002-of-00003.jsonl", 100), ("results-00000-of-00002.jsonl", 200),
@@ -279,7 +279,7 @@ def test_newest_complete_shard_set_is_read_and_stale_shards_go(tmp_path):
 @pytest.mark.extended
 def test_t_quantiles_and_intervals():
     beam_or_skip()
-    from ggcam import beam_pipeline as bp
+    from ggcam.runs import beam as bp
     assert bp.t975(7) == 2.365 and bp.t975(30) == 2.042
     for df, t in ((40, 2.021), (60, 2.000), (120, 1.980), (10 ** 6, 1.960)):
         assert bp.t975(df) == pytest.approx(t, abs=6e-4)

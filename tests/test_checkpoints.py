@@ -1,4 +1,4 @@
-"""ggcam.checkpoints: the official archives against a local HTTP server, safe extraction,
+"""ggcam.weights.checkpoints: the official archives against a local HTTP server, safe extraction,
 names and shapes checks, atomic installation, interruption and --force; PyPI only in the
 extended tier (the wrong-hash refusal here; the full conversion through the command line in
 test_weights.py)."""
@@ -15,11 +15,11 @@ import threading
 import numpy as np
 import pytest
 
-from ggcam import checkpoints
-from ggcam.checkpoints import FetchError
+from ggcam.weights import checkpoints
+from ggcam.weights.checkpoints import FetchError
 from ggcam.models.base import ModelError
 from ggcam.models.slim import SlimModel, checkpoint_problems
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 MODEL = "inception_v1"        # small (6.6M parameters); its archive holds a first-format checkpoint
 NAME = "inception_v1.ckpt"
@@ -171,7 +171,7 @@ def test_mobilenet_archive_of_the_current_format(tmp_path, server):
     ([regular("big", b"x" * 4096)], "more than 0 MB"),
 ])
 def test_malicious_archives_are_refused(tmp_path, server, member, pattern, monkeypatch):
-    from ggcam import registry
+    from ggcam.weights import registry
     monkeypatch.setattr(registry, "MAX_MEMBERS", 10)
     if pattern == "more than 0 MB":
         monkeypatch.setattr(registry, "MAX_BYTES", 1024)
@@ -274,7 +274,7 @@ def test_first_format_checkpoint_at_the_prefix(tmp_path, official):
     with pytest.raises(FetchError, match="--force"):
         checkpoints.fetch(MODEL, "official", prefix, url)
     with pytest.raises(ModelError, match="fetch it with: .*--force"):
-        from ggcam.graph import GuidedGradCamGraph
+        from ggcam.engine.graph import GuidedGradCamGraph
         GuidedGradCamGraph(SlimModel(MODEL, checkpoint=prefix))
     assert checkpoints.fetch(MODEL, "official", prefix, url, force=True).startswith("checkpoint written")
     assert listing(tmp_path) == installed(prefix)  # the old file is gone

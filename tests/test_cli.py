@@ -19,7 +19,7 @@ from ggcam.explanation import OUTPUT_FILES
 from ggcam.models import zoo
 from ggcam.models.slim import network_variables
 from conftest import ROOT, run_main
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 PICTURE_FILES = sorted(OUTPUT_FILES)
@@ -174,9 +174,9 @@ def test_grey_rgba_and_16_bit_images_are_converted(tmp_path, kind):
 
 
 def test_16_bit_image_is_scaled_not_clipped(tmp_path):
-    from ggcam import image_io
+    from ggcam.io import decoding
     paths = write_variants(tmp_path)
-    np.testing.assert_array_equal(image_io.load_image(paths["16bit"]), image_io.load_image(paths["grey"]))
+    np.testing.assert_array_equal(decoding.load_image(paths["16bit"]), decoding.load_image(paths["grey"]))
 
 
 def bad_files(folder):

@@ -1,4 +1,4 @@
-"""evaluate.py and ggcam/evaluation.py: restoring weights, known-answer comparisons, the command
+"""evaluate.py and ggcam/evaluation/checks.py: restoring weights, known-answer comparisons, the command
 line on MobileNet V1 (real weights, the session's shared graphs), on a frozen graph (randomisation
 does not apply) and on another zoo network (random weights saved here)."""
 import csv
@@ -12,7 +12,8 @@ import pytest
 
 import evaluate
 from conftest import ROOT, run_main
-from ggcam import evaluation, image_io
+from ggcam.evaluation import checks as evaluation
+from ggcam.io import decoding
 from ggcam.targets import Target
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
@@ -21,7 +22,7 @@ MOBILENET_LAYERS = 28  # Logits, 13 x (pointwise, depthwise), Conv2d_0
 
 @pytest.fixture(scope="module")
 def inputs(graph):
-    return np.stack([graph.resize(image_io.load_image(CHELSEA).astype(np.float32) / 255.0)])
+    return np.stack([graph.resize(decoding.load_image(CHELSEA).astype(np.float32) / 255.0)])
 
 
 # ----------------------------------------------------------------------------- no TensorFlow
@@ -147,7 +148,7 @@ def test_cli_bad_boxes_are_a_usage_error(tmp_path):
 @pytest.fixture(scope="module")
 def frozen_pb(tmp_path_factory) -> str:
     """A 3-layer conv net (4 classes, 32x32 input) with random weights, frozen to constants."""
-    from ggcam.tf_compat import tf
+    from ggcam.tf.compat import tf
     path = str(tmp_path_factory.mktemp("frozen") / "tiny.pb")
     rng = np.random.RandomState(0)
     with tf.Graph().as_default() as g:
@@ -206,7 +207,7 @@ def save_random_checkpoint(name: str, prefix: str) -> None:
     """The zoo network ``name`` with its variables' own (seeded) random initial values, saved."""
     from ggcam.models.slim import build_network
     from ggcam.models.zoo import entry
-    from ggcam.tf_compat import tf
+    from ggcam.tf.compat import tf
     e = entry(name)
     with tf.Graph().as_default():
         tf.set_random_seed(0)

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 import gradcam as gc
-from ggcam import image_io
+from ggcam.io import decoding
 from conftest import ROOT, mobilenet_graph
-from ggcam.graph import resize_images
+from ggcam.engine.graph import resize_images
 from ggcam.models import zoo
-from ggcam.guided_relu import override_map
+from ggcam.tf.guided import override_map
 from ggcam.targets import Target
 from nets import mobilenet_v1 as mnet
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 import tf_slim as slim  # noqa: E402
 
@@ -20,7 +20,7 @@ BULL_MASTIFF, TABBY_CAT = 244, 282
 
 
 def photo(path):
-    return image_io.load_image(path)[None].astype(np.float32) / 255.0
+    return decoding.load_image(path)[None].astype(np.float32) / 255.0
 
 
 @pytest.fixture(scope="module")

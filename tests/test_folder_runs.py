@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ggcam import gallery
-from ggcam import image_io
+from ggcam.runs import gallery
+from ggcam.io import decoding, safe_files
 import inference
 from ggcam import cli
-from ggcam import results as results_mod
+from ggcam.runs import results as results_mod
 from ggcam import targets
 from conftest import ROOT
 from ggcam.explanation import OUTPUT_FILES, file_record, is_complete
@@ -91,14 +91,14 @@ def test_self_referencing_symlinks_are_reported(tmp_path, capsys):
     assert paths == [str(tmp_path / "cat.png")]
     err = capsys.readouterr().err
     assert "skipped 2 symlink(s) pointing to themselves, into a loop or nowhere" in err
-    with pytest.raises(image_io.ImageError, match="image is a symlink pointing to itself"):
-        image_io.load_image(str(tmp_path / "self.png"))
+    with pytest.raises(decoding.ImageError, match="image is a symlink pointing to itself"):
+        decoding.load_image(str(tmp_path / "self.png"))
 
 
 def test_huge_png_is_reduced_while_decoding_with_a_one_line_notice(tmp_path, capsys):
     path = str(tmp_path / "wide.png")
     Image.new("RGB", (10000, 9000), (200, 100, 50)).save(path, compress_level=1)
-    rgb = image_io.load_image(path, max_side=1000)
+    rgb = decoding.load_image(path, max_side=1000)
     assert rgb.shape == (900, 1000, 3) and tuple(rgb[450, 500]) == (200, 100, 50)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("note: ") and "10000x9000" in err
@@ -139,19 +139,19 @@ def test_is_complete_checks_sizes_and_checksums(tmp_path):
 def test_a_second_run_on_a_locked_folder_exits_without_writing(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    with image_io.FolderLock(str(out)):
+    with safe_files.FolderLock(str(out)):
         code, _, err = run(capsys, "--image=%s" % CHELSEA, "--image=%s" % COFFEE, "--output_dir=%s" % out)
         assert code == 1
         assert err.strip().count("\n") == 0 and "in use by another run (pid %d" % os.getpid() in err
-        assert os.listdir(str(out)) == [image_io.LOCK_FILE]
+        assert os.listdir(str(out)) == [safe_files.LOCK_FILE]
     assert os.listdir(str(out)) == []                              # the lock file goes with the lock
 
 
 def test_lock_of_a_dead_process_does_not_block(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / image_io.LOCK_FILE).write_text("999999")                # left by a killed run
-    with image_io.FolderLock(str(out)) as lock:
+    (out / safe_files.LOCK_FILE).write_text("999999")                # left by a killed run
+    with safe_files.FolderLock(str(out)) as lock:
         assert open(lock.path).read() == str(os.getpid())
 
 

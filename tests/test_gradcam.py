@@ -1,4 +1,4 @@
-"""gradcam.py on hand-made arrays with exactly known answers."""
+"""ggcam.core.gradcam (gradcam.py in the clone) on hand-made arrays with exactly known answers."""
 import subprocess
 import sys
 

@@ -1,4 +1,4 @@
-"""The graph cache (ggcam.graph_cache): an imported entry computes what the built graph does,
+"""The graph cache (ggcam.engine.cache): an imported entry computes what the built graph does,
 and an entry that does not fit, or holds a file op, is never used."""
 import glob
 import os
@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from ggcam import graph_cache
-from ggcam.graph import GuidedGradCamGraph
+from ggcam.engine import cache as graph_cache
+from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.models.slim import SlimModel
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 
 @pytest.fixture(scope="module")

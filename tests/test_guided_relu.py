@@ -4,8 +4,8 @@ import importlib
 import numpy as np
 import pytest
 
-from ggcam import guided_relu
-from ggcam.tf_compat import tf
+from ggcam.tf import guided as guided_relu
+from ggcam.tf.compat import tf
 
 
 X = np.array([-1.0, 0.5, 3.0, 7.0], np.float32)   # below 0, in range, in range, above 6

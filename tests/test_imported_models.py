@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ggcam import guided_relu
-from ggcam.graph import GuidedGradCamGraph
+from ggcam.tf import guided as guided_relu
+from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.models import detect, make_model
 from ggcam.models.base import ModelError
 from ggcam.models.imported import FrozenGraphModel, MetaGraphModel, SavedModelModel
 from ggcam.models.slim import SlimModel, build_network
 from ggcam.models.zoo import default_checkpoint, entry
-from ggcam.registry import FetchError, example_path
+from ggcam.weights.registry import FetchError, example_path
 from ggcam.targets import Target
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABBY = 282  # ImageNet class 281 "tabby" in the 1001-way numbering (0 is background)

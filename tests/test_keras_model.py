@@ -6,14 +6,14 @@ import os
 import numpy as np
 import pytest
 
-from ggcam import guided_relu
-from ggcam.graph import GuidedGradCamGraph
+from ggcam.tf import guided as guided_relu
+from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.models import detect, make_model
 from ggcam.models.base import ModelError
 from ggcam.models.keras_file import KerasModel, unsafe_object
-from ggcam.registry import FetchError, example_path
+from ggcam.weights.registry import FetchError, example_path
 from ggcam.targets import Target
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 import gradcam
 

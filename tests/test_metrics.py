@@ -1,8 +1,8 @@
-"""ggcam/metrics.py on synthetic cases with known answers."""
+"""ggcam/evaluation/metrics.py on synthetic cases with known answers."""
 import numpy as np
 import pytest
 
-from ggcam import metrics
+from ggcam.evaluation import metrics
 
 
 def test_rankdata_averages_ties():

@@ -9,7 +9,7 @@ from PIL import Image
 
 import inference
 from conftest import ROOT, run_main
-from ggcam import registry
+from ggcam.weights import registry
 
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")
@@ -148,7 +148,7 @@ def meta_graph(tmp_path_factory):
     input placeholder ``input`` (in [-1, 1]), logits behind an identity ``logits``."""
     from ggcam.models.slim import build_network
     from ggcam.models.zoo import default_checkpoint, entry
-    from ggcam.tf_compat import tf
+    from ggcam.tf.compat import tf
     prefix = str(tmp_path_factory.mktemp("meta") / "model.ckpt")
     with tf.Graph().as_default():
         images = tf.placeholder(tf.float32, [None, 224, 224, 3], name="input")

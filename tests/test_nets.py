@@ -1,10 +1,10 @@
-"""nets/mobilenet_v1.py: names, shapes and the real checkpoint."""
+"""ggcam/nets/mobilenet_v1.py (and the nets/ entry in the clone): names, shapes and the real checkpoint."""
 import numpy as np
 
-from ggcam import checkpoints
+from ggcam.weights import checkpoints
 from ggcam.models import zoo
 from nets import mobilenet_v1 as mnet
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 
 END_POINTS = (["Conv2d_0"]

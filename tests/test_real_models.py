@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from ggcam.explanation import probabilities
-from ggcam.graph import GuidedGradCamGraph
+from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.models.imported import FrozenGraphModel
 from ggcam.models.base import ModelError
 from ggcam.models.keras_file import KerasModel
 from ggcam.targets import Target
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 PHOTO = np.random.RandomState(11).rand(24, 24, 3).astype(np.float32)
 
@@ -354,7 +354,7 @@ def test_a_runtime_without_channels_first_kernels_refuses_in_one_line(tmp_path):
     TF 1.15's plain kernels (TF_DISABLE_MKL=1) lack them: one line, not a kernel message."""
     import subprocess
     import sys
-    from ggcam.tf_compat import TF2
+    from ggcam.tf.compat import TF2
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def build():
@@ -488,7 +488,7 @@ def newer_keras_python():
     """A Python whose packages have Keras 3 and TF 2's Keras 2 (the TF 2 runtime's venv), or None."""
     import subprocess
     import sys
-    from ggcam.tf_compat import TF2
+    from ggcam.tf.compat import TF2
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     python = sys.executable if TF2 else os.path.join(root, ".venv-tf2", "bin", "python")
     if not os.path.exists(python) or subprocess.run([python, "-c", "import keras; assert keras.__version__ >= '3'"],

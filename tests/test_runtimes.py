@@ -33,7 +33,7 @@ def write_frozen_graph(path: str) -> None:
     """A tiny frozen classifier (two convolutions with ReLU, global pooling, 5 classes), random
     weights from a fixed seed, written as a binary GraphDef with the ops' default attributes
     stripped, so either runtime reads what the other wrote."""
-    from ggcam.tf_compat import tf
+    from ggcam.tf.compat import tf
     rng = np.random.RandomState(7)
     with tf.Graph().as_default() as graph:
         x = tf.placeholder(tf.float32, [None, 32, 32, 3], name="input")
@@ -49,7 +49,7 @@ def write_frozen_graph(path: str) -> None:
     from tensorflow.python.framework import graph_util
     graph_def = graph_util.extract_sub_graph(graph_def, ["probabilities"])
     for node in graph_def.node:  # attributes equal to their defaults: left to the reader
-        from ggcam.tf_compat import registered_ops
+        from ggcam.tf.compat import registered_ops
         op_def = registered_ops().get(node.op)
         for a in op_def.attr if op_def is not None else ():
             if a.HasField("default_value") and a.name in node.attr and node.attr[a.name] == a.default_value:
@@ -61,7 +61,7 @@ def write_frozen_graph(path: str) -> None:
 def compute(frozen_graph: str) -> dict:
     """'model/image/class/array' -> value, for every model, image and class of the test."""
     from ggcam import Explainer
-    from ggcam.tf_compat import RUNTIME, VERSION
+    from ggcam.tf.compat import RUNTIME, VERSION
     out = {"runtime": np.asarray(RUNTIME), "version": np.asarray(VERSION)}
     for model, kwargs in (("mobilenet_v1", {}), ("frozen", {"graph": frozen_graph, "input_range": (0, 1)})):
         with Explainer(**kwargs) as ex:
@@ -76,7 +76,7 @@ def compute(frozen_graph: str) -> dict:
 # ----------------------------------------------------------------------------- this process
 
 def other_runtime():
-    from ggcam.tf_compat import RUNTIME
+    from ggcam.tf.compat import RUNTIME
     return "tf2" if RUNTIME == "tf1" else "tf1"
 
 
@@ -148,7 +148,7 @@ def test_the_frozen_graph_of_the_cross_check_is_read_back(tmp_path):
 # ----------------------------------------------------------------------------- set-up and runtime lines
 
 def test_runtime_facts_and_the_import_check():
-    from ggcam import tf_compat
+    from ggcam.tf import compat as tf_compat
     assert tf_compat.RUNTIME == ("tf2" if tf_compat.MAJOR >= 2 else "tf1")
     import tensorflow
     assert tf_compat.tf is tensorflow.compat.v1
@@ -159,7 +159,7 @@ def test_runtime_facts_and_the_import_check():
 
 
 def test_a_release_that_breaks_tf_slim_gets_one_line_naming_the_tested_versions():
-    from ggcam import tf_compat
+    from ggcam.tf import compat as tf_compat
     line = tf_compat.unsupported(ImportError("cannot import name 'Foo' from 'tensorflow.python.bar'\nmore"))
     assert "\n" not in line and tf_compat.VERSION in line and "cannot import name 'Foo'" in line
     for version in tf_compat.TESTED["tf1"] + tf_compat.TESTED["tf2"]:
@@ -167,7 +167,7 @@ def test_a_release_that_breaks_tf_slim_gets_one_line_naming_the_tested_versions(
 
 
 def test_the_import_check_runs_as_the_setup_runs_it():
-    done = subprocess.run([sys.executable, "-m", "ggcam.tf_compat"], cwd=ROOT, stdout=subprocess.PIPE,
+    done = subprocess.run([sys.executable, "-m", "ggcam.tf.compat"], cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok: TensorFlow ")

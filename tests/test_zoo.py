@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ggcam import guided_relu
-from ggcam.graph import GuidedGradCamGraph
+from ggcam.tf import guided as guided_relu
+from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.models import safety
 from ggcam.models.detect import depends_on
 from ggcam.models.base import ModelError
 from ggcam.models.slim import SlimModel, build_network
 from ggcam.models.zoo import IMAGENET_MEANS, ZOO, entry
 from ggcam.targets import Target
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = [os.path.join(ROOT, "images", n) for n in ("chelsea.png", "coffee.png")]

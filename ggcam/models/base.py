@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ggcam.models import detect
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 # Luminance weights (ITU-R BT.601), as Pillow's "L" conversion uses.
 _LUMA = (0.299, 0.587, 0.114)
@@ -159,7 +159,7 @@ class Model:
     @property
     def untrusted(self) -> bool:
         """Whether the model comes from a file the user has not said they trust: it is then read
-        in a child process first (``ggcam.isolation``) and runs under a time limit."""
+        in a child process first (``ggcam.engine.isolation``) and runs under a time limit."""
         return bool(self.path) and not self.trust_model
 
     def file_sizes(self) -> List[int]:
@@ -197,7 +197,7 @@ class Model:
     def restore(self, session: tf.Session) -> None:
         """Load the weights into ``session`` (nothing for frozen graphs)."""
 
-    # --------------------------------------------------------------- graph cache (ggcam.graph_cache)
+    # --------------------------------------------------------------- graph cache (ggcam.engine.cache)
 
     def cache_identity(self) -> Optional[Dict]:
         """What the model's graph is built from (JSON-ready), or None: not cached. Models read

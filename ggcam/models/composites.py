@@ -140,7 +140,7 @@ def gate_composites(graph_def, path: Optional[Set[str]] = None) -> List[Composit
     """Put a gate after each composite activation of ``graph_def`` (in place; see the module
     docstring); returns them. The gate is an Identity named ``<node>/ggcam_gate`` carrying
     ``guided_relu.GATE`` as its gradient."""
-    from ggcam import guided_relu
+    from ggcam.tf import guided as guided_relu
     composites = find(graph_def, path)
     for c in composites:
         name, k = c.output.rsplit(":", 1)

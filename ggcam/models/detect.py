@@ -5,7 +5,7 @@ Each choice is said to the user (``Model.notes``) and can be overridden with a f
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Set
 
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 # Ops that only pass values along: walked through when looking for a Softmax behind an output.
 PASS_THROUGH = ("Identity", "Reshape", "Squeeze", "ExpandDims", "StopGradient", "Snapshot")

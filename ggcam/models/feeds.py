@@ -10,7 +10,7 @@ from typing import Dict
 import numpy as np
 
 from ggcam.models.base import ModelError
-from ggcam.tf_compat import tf
+from ggcam.tf.compat import tf
 
 
 def shape_text(t: tf.Tensor) -> str:

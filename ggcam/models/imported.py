@@ -7,7 +7,7 @@ graph is built) only to learn dtypes and static shapes; the input, the logits an
 of classes, the input size and the largest batch are chosen there (given by the user, or found
 automatically, each automatic choice said in ``notes``), and the ops the explanation will run
 (those the logits depend on, from the input up: "the path") are checked by ``safety``. For a
-file the user does not trust, ``prepare`` runs in a child process (``ggcam.isolation``), and
+file the user does not trust, ``prepare`` runs in a child process (``ggcam.engine.isolation``), and
 ``adopt`` takes its decisions.
 
 ``_create`` then imports the path, and nothing else, into the explainer's graph, where the
@@ -32,12 +32,12 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tupl
 
 import numpy as np
 
-from ggcam import guided_relu
+from ggcam.tf import guided as guided_relu
 from ggcam.models import composites, detect, safety
 from ggcam.models.feeds import feed_plan, feed_tensor
 from ggcam.models.base import Model, ModelError, close_matches, group_layers, load_variables, variable_over
 from ggcam.models.slim import checkpoint_exists, checkpoint_problems
-from ggcam.tf_compat import error_line, registered_ops, tf
+from ggcam.tf.compat import error_line, registered_ops, tf
 
 # Op types whose outputs feed an image in from outside the graph: the image is fed at the
 # first 4-D float tensor after them.

@@ -33,7 +33,7 @@ import numpy as np
 from ggcam.models import detect
 from ggcam.models.feeds import feed_plan, feed_tensor
 from ggcam.models.base import Model, ModelError, close_matches, load_variables
-from ggcam.tf_compat import TF2, tf
+from ggcam.tf.compat import TF2, tf
 
 # Keras's own classes that are not layers but appear as a class_name in model configs (models,
 # and the dtype policy of newer Keras, which this Keras then fails to rebuild with one line).
@@ -67,7 +67,7 @@ def _keras_root() -> str:
     """The package of the Keras that ``tf.keras`` is (Keras 2 on both runtimes):
     ``tensorflow.python.keras`` (TF 1.15), ``keras.src`` (TF 2.15's own) or ``tf_keras.src``
     (the tf-keras package, which TF 2 uses when TF_USE_LEGACY_KERAS is set, as
-    ``ggcam.tf_compat`` does). ModelError for Keras 3, which has no graph mode."""
+    ``ggcam.tf.compat`` does). ModelError for Keras 3, which has no graph mode."""
     module = tf.keras.layers.Layer.__module__  # e.g. "tf_keras.src.engine.base_layer"
     if ".engine." not in module:
         raise ModelError("Keras files need Keras 2, but tf.keras is Keras %s here (TensorFlow %s): install "
@@ -240,14 +240,14 @@ def unsafe_object(model_config: Dict) -> Optional[str]:
             class_name = node["class_name"]
             if "name" in node or (isinstance(node.get("config"), dict) and "name" in node["config"]):
                 layer = _layer_name(node)
-            if class_name == "__keras_tensor__":  # Keras 3's reference to a layer's output: data
-                return None
             if class_name == "Lambda":
                 return "layer %s is a Keras Lambda layer: it runs Python code stored in the file" % layer
             if class_name in _OP_LAYERS:
                 problem = _op_layer_problem(class_name, node.get("config"))
                 if problem:
                     return "layer %s (%s) %s" % (layer, class_name, problem)
+            elif class_name == "__keras_tensor__":  # Keras 3's reference to a layer's output: data,
+                pass  # whose contents are walked like everything else's
             elif not isinstance(class_name, str) or not (class_name in _LAYERS or class_name in _MODEL_CLASSES
                                                          or class_name in _keras_objects()):
                 if _builtin(class_name):
@@ -255,6 +255,9 @@ def unsafe_object(model_config: Dict) -> Optional[str]:
                             "computation" % (layer, class_name))
                 return ("layer %s uses the custom class %r: custom objects run their own code"
                         % (layer, str(class_name)))
+        odd = [k for k in node if isinstance(k, str) and k.startswith("__")]
+        if odd:  # Keras's deserialization hooks (__passive_serialization__, __tuple__, ...) act on their own
+            return "layer %s's config has the key %r, which Keras's loader acts on" % (layer, odd[0])
         activation = node.get("activation")
         if isinstance(activation, str) and activation not in _ACTIVATIONS:
             return "layer %s has the activation %r, which is not one of Keras's" % (layer, activation)
@@ -437,7 +440,7 @@ def composite_activations(guided: bool) -> Dict[str, object]:
     function (as Keras defines it) with a guided gate on its output (``guided_relu``); also
     gives TF 1.15's Keras the ones it lacks (swish, gelu, ...)."""
     import math
-    from ggcam import guided_relu
+    from ggcam.tf import guided as guided_relu
 
     def swish(x):
         return x * tf.sigmoid(x)
@@ -749,9 +752,11 @@ class KerasModel(Model):
 
     def _rebuild(self) -> tf.keras.Model:
         try:
-            model = tf.keras.models.model_from_json(json.dumps(self._config),
-                                                    custom_objects=dict(composite_activations(self.guided),
-                                                                        **self._custom))
+            # From the parsed dict, not from JSON text: Keras's JSON loader decodes objects with
+            # hooks of its own while it parses, before any layer is looked at.
+            model = tf.keras.models.model_from_config(json.loads(json.dumps(self._config)),
+                                                      custom_objects=dict(composite_activations(self.guided),
+                                                                          **self._custom))
         except Exception as exc:  # Keras raises many kinds for configs it cannot rebuild
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
             raise ModelError("cannot rebuild the model of %s with TensorFlow %s's Keras: %s"

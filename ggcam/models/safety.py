@@ -22,7 +22,7 @@ import re
 from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from ggcam.models.base import ModelError
-from ggcam.tf_compat import registered_ops, tf
+from ggcam.tf.compat import registered_ops, tf
 
 # Pure computation, by kind. An op type missing from a runtime is simply not known there.
 _ALLOWED_KINDS = {

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ggcam.models.base import Model, ModelError, load_variables
 from ggcam.models.zoo import ZooEntry, default_checkpoint, entry
-from ggcam.tf_compat import SLIM_BATCH_NORM, error_line, slim_inference_scope, tf
+from ggcam.tf.compat import SLIM_BATCH_NORM, error_line, slim_inference_scope, tf
 
 # End points that are not feature maps: the classifier's outputs (4-D in the ResNets).
 _NOT_LAYERS = ("logits", "auxlogits", "predictions")
@@ -69,7 +69,7 @@ def build_network(e: ZooEntry, images: tf.Tensor) -> Tuple[tf.Tensor, "OrderedDi
         kwargs["is_training"] = False
     graph = tf.get_default_graph()
     first_new_op = len(graph.get_operations())
-    # updates_collections=None for every batch norm: needed on TF 2 (ggcam.tf_compat)
+    # updates_collections=None for every batch norm: needed on TF 2 (ggcam.tf.compat)
     with slim.arg_scope(slim_inference_scope(arg_scope())), slim.arg_scope([slim.batch_norm], **SLIM_BATCH_NORM):
         logits, end_points = network(images, num_classes=e.num_classes, **kwargs)
     if logits.shape.ndims == 4:  # the ResNets have no spatial squeeze: [N, 1, 1, K]

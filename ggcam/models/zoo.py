@@ -3,18 +3,18 @@
 Checkpoint URLs, class counts, input sizes and preprocessing follow the slim model zoo's
 README and its preprocessing code (Inception, ResNet v2, MobileNet: [-1, 1]; VGG and
 ResNet v1: RGB 0..255 minus the ImageNet channel means). The network code is tf_slim 1.1.0's
-(``tf_slim.nets``), except MobileNet V1, which is this project's ``nets/mobilenet_v1.py``.
+(``tf_slim.nets``), except MobileNet V1, which is this project's ``ggcam/nets/mobilenet_v1.py``.
 
 Archives: the 2016/2017 ones (Inception, ResNet, VGG) hold the checkpoint as one file named
 ``checkpoint`` (TensorFlow's first checkpoint format); the MobileNet one holds
-``checkpoint.index`` and ``checkpoint.data-00000-of-00001``. ``ggcam.checkpoints`` reads either
+``checkpoint.index`` and ``checkpoint.data-00000-of-00001``. ``ggcam.weights.checkpoints`` reads either
 and always writes the second form at ``checkpoints/<checkpoint>``.
 """
 import os
 from typing import NamedTuple, Optional, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CHECKPOINT_DIR = os.path.join(ROOT, "checkpoints")
+from ggcam.paths import checkpoint_dir
+
 IMAGENET_MEANS = (123.68, 116.78, 103.94)  # slim's vgg_preprocessing _R_MEAN, _G_MEAN, _B_MEAN
 SLIM_URL = "http://download.tensorflow.org/models/"
 
@@ -38,7 +38,7 @@ class ZooEntry(NamedTuple):
 
 
 ZOO = {e.name: e for e in (
-    ZooEntry("mobilenet_v1", "nets.mobilenet_v1", "mobilenet_v1", "mobilenet_v1_arg_scope", (224, 224), 1001,
+    ZooEntry("mobilenet_v1", "ggcam.nets.mobilenet_v1", "mobilenet_v1", "mobilenet_v1_arg_scope", (224, 224), 1001,
              (-1.0, 1.0), None, "Conv2d_13_pointwise", "mobilenet_v1_1.0_224.ckpt",
              SLIM_URL + "mobilenet_v1_2018_02_22/mobilenet_v1_1.0_224.tgz"),
     ZooEntry("inception_v1", "tf_slim.nets.inception_v1", "inception_v1", "inception_v1_arg_scope", (224, 224), 1001,
@@ -75,4 +75,4 @@ def entry(name: str) -> ZooEntry:
 
 def default_checkpoint(name: str) -> str:
     """checkpoints/<the official checkpoint's file name>, the prefix ``weights.py`` writes."""
-    return os.path.join(CHECKPOINT_DIR, entry(name).checkpoint)
+    return os.path.join(checkpoint_dir(), entry(name).checkpoint)

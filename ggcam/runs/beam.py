@@ -37,7 +37,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from ggcam import cli, folder_run, image_io, results as results_mod
+from ggcam import cli
+from ggcam.runs import folder as folder_run
+from ggcam.io import decoding
+from ggcam.runs import results as results_mod
 from ggcam.explanation import file_record, is_complete
 from ggcam.targets import Target
 
@@ -57,7 +60,7 @@ class Settings:
     """What every worker needs to know; small and picklable."""
 
     def __init__(self, out_root: str, model_kwargs: Dict, layer: Optional[str] = None,
-                 guided_relu6: str = "exact", fusion: str = "paper", max_side: int = image_io.DEFAULT_MAX_SIDE,
+                 guided_relu6: str = "exact", fusion: str = "paper", max_side: int = decoding.DEFAULT_MAX_SIDE,
                  save_raw: bool = False, overwrite: bool = False, min_batch_size: int = 1,
                  max_batch_size: int = 8, metric_maps: Sequence[str] = (), metric_steps: int = 16):
         self.out_root, self.model_kwargs, self.layer = out_root, dict(model_kwargs), layer
@@ -368,26 +371,26 @@ class Plan(beam.DoFn):
 
 
 def read_photo(j: Dict, max_side: int) -> np.ndarray:
-    """The photo as the command line reads it (``image_io.load_image``); a remote one is
+    """The photo as the command line reads it (``decoding.load_image``); a remote one is
     copied to a temporary local file first. ImageError names the path as given."""
     try:
         if not is_remote(j["read"]):
-            return image_io.load_image(j["read"], max_side)
+            return decoding.load_image(j["read"], max_side)
         try:
             with _open(j["read"]) as f:
                 data = f.read()
         except Exception as exc:
-            raise image_io.ImageError("image not readable: %s (%s)" % (j["read"], str(exc).splitlines()[0]))
+            raise decoding.ImageError("image not readable: %s (%s)" % (j["read"], str(exc).splitlines()[0]))
         suffix = os.path.splitext(posixpath.basename(j["read"]))[1]
         with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
             tmp.write(data)
             tmp.flush()
             try:
-                return image_io.load_image(tmp.name, max_side)
-            except image_io.ImageError as exc:
-                raise image_io.ImageError(str(exc).replace(tmp.name, j["read"]))
-    except image_io.ImageError as exc:
-        raise image_io.ImageError(str(exc).replace(j["read"], j["path"]))
+                return decoding.load_image(tmp.name, max_side)
+            except decoding.ImageError as exc:
+                raise decoding.ImageError(str(exc).replace(tmp.name, j["read"]))
+    except decoding.ImageError as exc:
+        raise decoding.ImageError(str(exc).replace(j["read"], j["path"]))
 
 
 class Decode(beam.DoFn):
@@ -403,7 +406,7 @@ class Decode(beam.DoFn):
         try:
             photo = read_photo(j, self.s.max_side)
         except Exception as exc:  # ImageError, and whatever else a broken file may raise
-            message = str(exc) if isinstance(exc, image_io.ImageError) else "%s: %s" % (j["path"], exc)
+            message = str(exc) if isinstance(exc, decoding.ImageError) else "%s: %s" % (j["path"], exc)
             print("error: %s" % message, file=sys.stderr)
             self.failed.inc(len(j["targets"]))
             for row in failed_rows(j, message, time.perf_counter() - t0):
@@ -469,7 +472,8 @@ class ExplainHandler(ModelHandler):
         if not self.s.metric_maps:
             return {}
         import cv2
-        from ggcam import evaluation, metrics
+        from ggcam.evaluation import checks as evaluation
+        from ggcam.evaluation import metrics
         from ggcam.explanation import scores as model_scores
         image = model.graph.resize(photo.astype(np.float32) / 255.0)
         maps = evaluation.fused_maps(e.conv_activations, e.conv_gradient, e.guided_backprop)

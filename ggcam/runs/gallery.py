@@ -4,9 +4,9 @@ import os
 from typing import Dict, List
 from urllib.parse import quote
 
-import gradcam as gc
+from ggcam.core import gradcam as gc
 from ggcam.explanation import INPUT_FILE, PICTURES
-from ggcam.image_io import atomic_write_text
+from ggcam.io.safe_files import atomic_write_text
 from ggcam import targets
 
 INDEX_FILE = "index.html"

@@ -32,8 +32,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-import gradcam as gc
-from ggcam import cli, image_io, metrics
+from ggcam.core import gradcam as gc
+from ggcam import cli
+from ggcam.io import decoding, safe_files
+from ggcam.evaluation import metrics
 from ggcam.explanation import scores as model_scores
 from ggcam.targets import Target
 
@@ -258,7 +260,7 @@ def write_csv(path: str, rows: List[Dict]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("%.4f" % v if isinstance(v, float) else v) for k, v in row.items()})
-    image_io.atomic_write_text(path, buffer.getvalue())
+    safe_files.atomic_write_text(path, buffer.getvalue())
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
@@ -317,7 +319,7 @@ def plot_randomization(rows: List[Dict], path: str) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    image_io.atomic_write_bytes(path, buffer.getvalue())
+    safe_files.atomic_write_bytes(path, buffer.getvalue())
 
 
 def _display(method: str, saliency: np.ndarray) -> np.ndarray:
@@ -381,7 +383,7 @@ def report(out_dir: str, paths: List[str], names: List[str], random_rows, cls_ro
                                  [[TITLES[m], rate, sum(1 for r in pg_rows if r["method"] == m)]
                                   for m, rate in summarize(pg_rows, ("method",), ("hit",))]), ""]
     text = "\n".join(parts)
-    image_io.atomic_write_text(os.path.join(out_dir, "report.md"), text)
+    safe_files.atomic_write_text(os.path.join(out_dir, "report.md"), text)
     return text
 
 
@@ -400,12 +402,12 @@ def load_photos(paths: Sequence[str]) -> Tuple["OrderedDict[str, np.ndarray]", L
     photos, failed = OrderedDict(), []
     for p in paths:
         try:
-            photos[p] = image_io.load_image(p)
-        except image_io.ImageError as exc:
+            photos[p] = decoding.load_image(p)
+        except decoding.ImageError as exc:
             print("error: %s" % exc, file=sys.stderr)
             failed.append(p)
     if not photos:
-        raise image_io.ImageError("no usable image among %d: nothing to evaluate" % len(paths))
+        raise decoding.ImageError("no usable image among %d: nothing to evaluate" % len(paths))
     return photos, failed
 
 
@@ -439,9 +441,9 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
         if box_paths[key] not in photos:
             print("note: --boxes: %s failed to load; the pointing game leaves it out" % key, file=sys.stderr)
             del boxes[key]
-    image_io.check_writable(output_dir)
+    safe_files.check_writable(output_dir)
 
-    from ggcam import graph as graph_mod  # TensorFlow loads here
+    from ggcam.engine import graph as graph_mod  # TensorFlow loads here
     from ggcam.models import make_model
     with contextlib.ExitStack() as stack:
         graph = stack.enter_context(graph_mod.GuidedGradCamGraph(make_model(**model_kwargs), layer))
@@ -464,7 +466,7 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
         if "deletion" in checks or boxes:
             plain_graph = stack.enter_context(graph_mod.GuidedGradCamGraph(
                 make_model(**model_kwargs), layer, guided_relu6="plain"))
-        image_io.ensure_writable_dir(output_dir)
+        safe_files.ensure_writable_dir(output_dir)
 
         images = np.stack([graph.resize(p.astype(np.float32) / 255.0) for p in photos.values()])
         trained = graph.run(images, None, photo_gradient=False)
@@ -488,7 +490,7 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
             write_csv(os.path.join(output_dir, name + ".csv"), rows)
     if random_rows:
         plot_randomization(random_rows, os.path.join(output_dir, "randomization.png"))
-        image_io.save_picture(os.path.join(output_dir, "randomization_strip.png"), strip_picture(images[0], strip))
+        safe_files.save_picture(os.path.join(output_dir, "randomization_strip.png"), strip_picture(images[0], strip))
     print(report(output_dir, list(photos), model.class_names, random_rows, cls_rows, di_rows, pg_rows,
                  model=model.name, layer=layer_name, notes=notes))
     if failed:

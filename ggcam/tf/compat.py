@@ -200,7 +200,7 @@ def check() -> None:
     try:
         import numpy as np
         import tf_slim as slim
-        from ggcam import guided_relu
+        from ggcam.tf import guided as guided_relu
         with tf.Graph().as_default() as graph:
             x = tf.placeholder(tf.float32, [None, 8, 8, 3])
             with graph.gradient_override_map(guided_relu.override_map("exact")):
@@ -223,7 +223,7 @@ def check() -> None:
         raise RuntimeError(unsupported(exc)) from exc
 
 
-if __name__ == "__main__":  # the set-up's import check: python -m ggcam.tf_compat
+if __name__ == "__main__":  # the set-up's import check: python -m ggcam.tf.compat
     try:
         check()
     except RuntimeError as exc:

@@ -11,7 +11,10 @@ import time
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ggcam import cli, gallery, image_io, results as results_mod
+from ggcam import cli
+from ggcam.runs import gallery
+from ggcam.io import decoding, safe_files
+from ggcam.runs import results as results_mod
 from ggcam.explanation import is_complete
 from ggcam.targets import Target
 
@@ -63,12 +66,12 @@ def _on_sigterm(signum, frame):
 
 def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], make_explainer: Callable) -> int:
     out_root = args.output_dir or DEFAULT_OUTPUT
-    image_io.check_writable(out_root)
+    safe_files.check_writable(out_root)
     # The model is read before the folder is made: a model that is refused leaves nothing behind.
     built = [make_explainer()] if _pending(args, jobs, out_root)[1] else []
     try:
-        image_io.ensure_writable_dir(out_root)
-        with image_io.FolderLock(out_root):  # read again under the lock: another run may have finished some
+        safe_files.ensure_writable_dir(out_root)
+        with safe_files.FolderLock(out_root):  # read again under the lock: another run may have finished some
             return _run_batch_locked(args, jobs, out_root, lambda: built.pop() if built else make_explainer(),
                                      _pending(args, jobs, out_root))
     finally:
@@ -124,9 +127,9 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
             for path, targets in chunk:
                 t0 = time.perf_counter()
                 try:
-                    photos.append(image_io.load_image(path, args.max_side))
+                    photos.append(decoding.load_image(path, args.max_side))
                     loaded.append((path, targets))
-                except image_io.ImageError as exc:
+                except decoding.ImageError as exc:
                     bar.write("error: %s" % exc, file=sys.stderr)
                     for c in targets:
                         row = make_row(path, c, error=str(exc), seconds=time.perf_counter() - t0)

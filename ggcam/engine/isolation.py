@@ -17,7 +17,7 @@ No TensorFlow here; the limits come from the environment:
 - ``GGCAM_CHECK_MEMORY``: gigabytes of address space the child may use beyond what this
   process has (default 4, plus 10 times the size of the files read);
 - ``GGCAM_RUN_TIMEOUT``: seconds one session run of an untrusted model may take (default 600;
-  0: no limit), read by ``ggcam.graph``.
+  0: no limit), read by ``ggcam.engine.graph``.
 """
 import importlib
 import json
@@ -75,7 +75,7 @@ def _limit(memory: int, seconds: float) -> None:
 
 
 def child_main() -> None:
-    """The child's entry (``python -c "from ggcam.isolation import child_main; child_main()"``):
+    """The child's entry (``python -c "from ggcam.engine.isolation import child_main; child_main()"``):
     the job pickled on stdin by ``run_isolated`` (the parent's own data), one JSON message on the
     file descriptor named in argv."""
     import pickle
@@ -127,7 +127,7 @@ def run_isolated(target: str, args: Sequence, what: str, sizes: Iterable[int] = 
     read_end, write_end = os.pipe()
     log = tempfile.TemporaryFile()
     try:
-        child = subprocess.Popen([sys.executable, "-c", "from ggcam.isolation import child_main; child_main()",
+        child = subprocess.Popen([sys.executable, "-c", "from ggcam.engine.isolation import child_main; child_main()",
                                   str(write_end)], stdin=subprocess.PIPE, stdout=log, stderr=log, env=env,
                                  pass_fds=(write_end,), close_fds=True)
     except BaseException:

@@ -9,13 +9,15 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ggcam import graph_cache, guided_relu, isolation
+from ggcam.engine import cache as graph_cache
+from ggcam.tf import guided as guided_relu
+from ggcam.engine import isolation
 from ggcam.models import detect, safety
 from ggcam.models.base import Model, ModelError
 from ggcam.models.detect import depends_on
 from ggcam.targets import Target, encode
 from ggcam.timing import stamp
-from ggcam.tf_compat import error_line, tf, tf2
+from ggcam.tf.compat import error_line, tf, tf2
 
 
 def resize_images(photos: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
@@ -29,7 +31,7 @@ def resize_images(photos: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
 
 
 def trial(model: Model, layer: Optional[str], guided_relu6: str, config: Optional[tf.ConfigProto]) -> Dict:
-    """``GuidedGradCamGraph._trial`` in a process of its own (``ggcam.isolation``)."""
+    """``GuidedGradCamGraph._trial`` in a process of its own (``ggcam.engine.isolation``)."""
     graph = GuidedGradCamGraph.__new__(GuidedGradCamGraph)
     graph.model = model
     timeout = isolation.run_timeout()
@@ -51,7 +53,7 @@ class GuidedGradCamGraph:
 
     def __init__(self, model: Model, layer: Optional[str] = None, guided_relu6: str = "exact",
                  config: Optional[tf.ConfigProto] = None, cache: bool = False):
-        """cache=True: import the graph from ``ggcam.graph_cache`` when an entry matches, and
+        """cache=True: import the graph from ``ggcam.engine.cache`` when an entry matches, and
         keep it there after building it (models that can say what they are built from)."""
         self.model = model
         timeout = isolation.run_timeout() if model.untrusted else 0
@@ -59,7 +61,7 @@ class GuidedGradCamGraph:
         if model.untrusted:
             # A stranger's file: read, chosen from, built and run once in a child process first,
             # so that a file which crashes or hangs TensorFlow is an error line, not the end of the run.
-            model.adopt(isolation.run_isolated("ggcam.graph:trial", (model, layer, guided_relu6, config),
+            model.adopt(isolation.run_isolated("ggcam.engine.graph:trial", (model, layer, guided_relu6, config),
                                                model.path, model.file_sizes(), error=ModelError))
         else:
             model.prepare()

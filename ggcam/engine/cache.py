@@ -23,14 +23,13 @@ import os
 import stat
 from typing import Dict, List, Optional, Tuple
 
-from ggcam import image_io
+from ggcam.io import safe_files
 
 ENV = "GGCAM_GRAPH_CACHE"
 KEEP = 16
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The files whose code decides which ops a graph gets.
-_SOURCES = ("ggcam/graph.py", "ggcam/guided_relu.py", "ggcam/tf_compat.py", "ggcam/graph_cache.py",
-            "ggcam/models/*.py", "nets/*.py")
+_SOURCES = ("ggcam/engine/*.py", "ggcam/tf/*.py", "ggcam/models/*.py", "ggcam/nets/*.py")
 
 
 def folder() -> Optional[str]:
@@ -73,7 +72,7 @@ def _source_digest() -> str:
 
 def key(identity: Dict) -> str:
     """The entry name for a model identity (JSON-ready dict) with the code and versions."""
-    from ggcam.tf_compat import VERSION
+    from ggcam.tf.compat import VERSION
     import tf_slim
     parts = dict(identity, tensorflow=VERSION, tf_slim=getattr(tf_slim, "__version__", "?"), source=_source_digest())
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
@@ -101,7 +100,7 @@ def load(name: str, notes: Optional[List[str]] = None) -> Optional[Tuple[object,
         return None
     from ggcam.models.base import ModelError
     from ggcam.models.safety import check_graph_def
-    from ggcam.tf_compat import tf
+    from ggcam.tf.compat import tf
     try:
         with open(paths[0], encoding="utf-8") as f:
             names = json.load(f)
@@ -128,8 +127,8 @@ def save(name: str, graph_def, names: Dict) -> None:
         if unsafe(where, True):
             return
         os.chmod(where, 0o700)  # one made by an earlier version (0755): private from now on
-        image_io.atomic_write_bytes(os.path.join(where, name + ".pb"), graph_def.SerializeToString())
-        image_io.atomic_write_text(os.path.join(where, name + ".json"), json.dumps(names, sort_keys=True))
+        safe_files.atomic_write_bytes(os.path.join(where, name + ".pb"), graph_def.SerializeToString())
+        safe_files.atomic_write_text(os.path.join(where, name + ".json"), json.dumps(names, sort_keys=True))
         entries = sorted(glob.glob(os.path.join(where, "*.json")), key=os.path.getmtime, reverse=True)
         for old in entries[KEEP:]:
             for path in (old, old[:-len(".json")] + ".pb"):

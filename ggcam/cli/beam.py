@@ -1,0 +1,234 @@
+"""Guided Grad-CAM over datasets that outgrow one machine: an Apache Beam pipeline.
+
+    python beam_explain.py --image=photos/ --output_dir=out \\
+        --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
+    python beam_explain.py --image='gs://bucket/photos/*.jpg' --output_dir=gs://bucket/out \\
+        --runner=DataflowRunner --project=P --region=R --temp_location=gs://bucket/tmp ...
+
+The model, target and picture flags are inference.py's; any other --flag is one of Beam's
+pipeline options (--runner, --direct_num_workers, Dataflow's, Flink's, Spark's, ...). Writes
+one sub-folder per image and target (the pictures of inference.py), results as sharded JSONL
+(results-SSSSS-of-NNNNN.jsonl) and one results.csv; with --metrics, deletion and insertion
+AUCs per row and metrics_summary.{csv,json} (means with 95% confidence intervals). Needs
+Apache Beam: `make beam-setup` (requirements-beam.txt).
+"""
+import argparse
+import logging
+import os
+import re
+import sys
+from typing import List, Optional
+
+from ggcam import cli
+from ggcam.io import decoding, safe_files
+from ggcam.core.gradcam import FUSIONS
+from ggcam.tf.guided import RULES
+from ggcam.targets import Target
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds ggcam
+DEFAULT_OUTPUT = "gradcam_beam_output"
+METRIC_MAPS = ("gradcam", "guided_backprop", "guided_gradcam", "random")  # as ggcam.runs.beam's
+MODEL_PATH_FLAGS = ("checkpoint", "graph", "saved_model", "keras", "meta_graph", "labels")
+
+EPILOG = """Beam's pipeline options pass through, e.g.:
+  --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
+  --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --sdk_container_image=IMAGE
+  --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=DOCKER --environment_config=IMAGE
+  --runner=SparkRunner --spark_master_url=spark://HOST:7077 --environment_type=DOCKER --environment_config=IMAGE
+(README: "Datasets at scale"). Our --labels (class names) hides Dataflow's --labels."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.Parser(description="Guided Grad-CAM over many images with Apache Beam: the model, target and "
+                               "picture flags of inference.py, plus Beam's pipeline options.",
+                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p.add_argument("--image", action="append", default=None,
+                   help="photos: a folder, a quoted glob ('photos/**/*.jpg'), @list.txt or a file; a gs:// or "
+                        "s3:// glob, folder (ending in /) or file; repeatable")
+    p.add_argument("--labels_file", default=None,
+                   help="CSV of 'path,label' rows (as for inference.py); replaces --image")
+    p.add_argument("--label", default=None,
+                   help="class to explain for every image: an index or a name; default: the best class")
+    p.add_argument("--top_k_targets", type=int, default=None, help="explain each of the K best classes of every image")
+    p.add_argument("--output_dir", default=None,
+                   help="output folder, local or a gs:// / s3:// URL (default: ./%s)" % DEFAULT_OUTPUT)
+    p.add_argument("--guided_relu6", choices=RULES, default="exact", help="as for inference.py")
+    p.add_argument("--fusion", choices=FUSIONS, default="paper", help="as for inference.py")
+    p.add_argument("--max_side", type=int, default=decoding.DEFAULT_MAX_SIDE,
+                   help="shrink photos longer than this many pixels first (default: %(default)s)")
+    p.add_argument("--save_raw", action="store_true", help="also write raw.npz (see README)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo images whose outputs are already complete (default: skip them)")
+    p.add_argument("--min_batch_size", type=int, default=1,
+                   help="RunInference's smallest batch of images per graph run (default: %(default)s)")
+    p.add_argument("--max_batch_size", type=int, default=8,
+                   help="RunInference's largest batch of images per graph run (default: %(default)s)")
+    p.add_argument("--metrics", action="store_true",
+                   help="add each row's deletion and insertion AUC (evaluate.py's) and write "
+                        "metrics_summary.csv/.json: means with 95%% confidence intervals")
+    p.add_argument("--metric_maps", default="guided_gradcam",
+                   help="--metrics: comma-separated maps among %s (default: %%(default)s)" % ", ".join(METRIC_MAPS))
+    p.add_argument("--metric_steps", type=int, default=16, help="--metrics: deletion / insertion steps (default: 16)")
+    cli.add_model_flags(p)
+    return p
+
+
+def targets_from_flags(args: argparse.Namespace, names) -> List[Target]:
+    """--label / --top_k_targets -> the Targets of every image (inference.py's rules)."""
+    if args.top_k_targets:
+        if names is not None and args.top_k_targets > len(names):
+            raise cli.UsageError("--top_k_targets must be at most %d (the model's classes)" % len(names))
+        return [Target.best(r) for r in range(1, args.top_k_targets + 1)]
+    if args.label is not None:
+        try:
+            return [cli.resolve_target(args.label, names)]
+        except cli.labels_mod.LabelError as exc:
+            raise cli.UsageError("--label: %s" % exc)
+    return [Target.best()]
+
+
+def check_flags(args: argparse.Namespace) -> List[str]:
+    for flag, minimum in (("max_side", 32), ("top_k_targets", 1), ("min_batch_size", 1), ("max_batch_size", 1),
+                          ("metric_steps", 1)):
+        value = getattr(args, flag)
+        if value is not None and value < minimum:
+            raise cli.UsageError("--%s must be at least %d" % (flag, minimum))
+    if args.min_batch_size > args.max_batch_size:
+        raise cli.UsageError("--min_batch_size must not exceed --max_batch_size")
+    if args.list_layers:
+        raise cli.UsageError("--list_layers is inference.py's (python inference.py --list_layers ...)")
+    cli.check_image_flags(args)
+    maps = [m.strip() for m in args.metric_maps.split(",") if m.strip()]
+    unknown = [m for m in maps if m not in METRIC_MAPS]
+    if unknown or not maps:
+        raise cli.UsageError("--metric_maps: choose among %s" % ", ".join(METRIC_MAPS))
+    return maps if args.metrics else []
+
+
+def pipeline_options(beam_argv: List[str]):
+    """Beam's PipelineOptions from the flags that are not ours; an unknown flag is a usage error."""
+    try:
+        from apache_beam.options.pipeline_options import PipelineOptions
+    except ImportError:
+        raise RuntimeError("Apache Beam is not installed; run: make beam-setup")
+    options = PipelineOptions(beam_argv)
+    known = set(options.get_all_options(retain_unknown_options=False))
+    unknown = sorted({a[2:].split("=", 1)[0] for a in beam_argv if a.startswith("--")} - known)
+    if unknown:
+        raise cli.UsageError("unknown option(s): %s (neither this program's nor Beam's)"
+                             % ", ".join("--" + u for u in unknown))
+    return options
+
+
+def run(args: argparse.Namespace, beam_argv: List[str]) -> int:
+    metric_maps = check_flags(args)
+    model_kwargs = cli.model_kwargs(args)  # usage errors in the model flags, before anything is read
+    for flag in MODEL_PATH_FLAGS:  # workers may run in another folder
+        if model_kwargs.get(flag) and "://" not in model_kwargs[flag]:
+            model_kwargs[flag] = os.path.abspath(model_kwargs[flag])
+    names = cli.class_names(args)
+    options = pipeline_options(beam_argv)
+
+    from ggcam.runs import beam as bp  # Beam loads here; TensorFlow only in the workers
+    from apache_beam.io.filesystems import FileSystems
+    import apache_beam as beam
+
+    remote_specs, targets = [], [Target.best()]
+    if args.labels_file:
+        listed = cli.read_labels_file(args.labels_file, names)
+    else:
+        targets = targets_from_flags(args, names)
+        remote_specs = [s for s in args.image if bp.is_remote(s)]
+        local_specs = [s for s in args.image if not bp.is_remote(s)]
+        listed = [(p, targets) for p in cli.expand_images(local_specs)[0]] if local_specs else []
+        for spec in remote_specs:
+            pattern = spec + "*" if spec.endswith("/") else spec
+            try:
+                found = FileSystems.match([pattern], limits=[1])[0].metadata_list
+            except Exception as exc:  # no file system for the scheme (Beam's extras), no access
+                raise cli.UsageError("--image %s: %s" % (spec, str(exc).strip().splitlines()[0]))
+            if not found:
+                raise cli.UsageError("no files match %s" % spec)
+
+    out_root = args.output_dir or DEFAULT_OUTPUT
+    remote_out = bp.is_remote(out_root)
+    if not remote_out:
+        out_root = os.path.abspath(out_root)
+        safe_files.check_writable(out_root)
+        safe_files.ensure_writable_dir(out_root)
+        # DirectRunner's worker processes import ggcam wherever they start (a clone's too)
+        os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    settings = bp.Settings(out_root, model_kwargs, layer=args.layer, guided_relu6=args.guided_relu6,
+                           fusion=args.fusion, max_side=args.max_side, save_raw=args.save_raw,
+                           overwrite=args.overwrite, min_batch_size=args.min_batch_size,
+                           max_batch_size=args.max_batch_size, metric_maps=metric_maps,
+                           metric_steps=args.metric_steps)
+    jobs = [bp.job(path, ts) for path, ts in listed]
+    lock = None if remote_out else safe_files.FolderLock(out_root).acquire()
+    try:
+        prior = bp.prior_shards(out_root)
+        print("explaining %s%s into %s" % ("%d image(s)" % len(jobs) if jobs else "",
+                                           "%s%d remote pattern(s)" % (" and " if jobs else "", len(remote_specs))
+                                           if remote_specs else "", out_root), file=sys.stderr)
+        p = beam.Pipeline(options=options)
+        bp.build(p, jobs, remote_specs, [t.key for t in targets], settings, prior)
+        try:  # the DirectRunner finishes inside run(), others in wait_until_finish()
+            result = p.run()
+            result.wait_until_finish()
+        except Exception as exc:
+            raise RuntimeError(pipeline_error(exc))
+    finally:
+        if lock is not None:
+            lock.release()
+    counts = bp.counters(result)
+    print("%d explanation(s), %d failed, %d already done; %d row(s) of earlier runs kept; see %s"
+          % (counts["ok"], counts["failed"], counts["skipped"], counts["kept"],
+             FileSystems.join(out_root, "results.csv")))
+    print("the model's graph was built %d time(s) (once per worker process)" % counts["graphs"], file=sys.stderr)
+    if metric_maps:
+        summary = bp.read_summary(out_root)
+        for r in (summary or {}).get("rows", []):
+            if r["mean"] is None:
+                print("%s %s: no rows" % (r["map"], r["measure"]))
+            elif r["ci95_low"] is None:
+                print("%s %s: mean %.4f (n=1, no interval)" % (r["map"], r["measure"], r["mean"]))
+            else:
+                print("%s %s: mean %.4f, 95%% CI [%.4f, %.4f] (n=%d)"
+                      % (r["map"], r["measure"], r["mean"], r["ci95_low"], r["ci95_high"], r["n"]))
+    return cli.EXIT_RUNTIME if counts["failed"] else cli.EXIT_OK
+
+
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): (.+)$")
+
+
+def pipeline_error(exc: Exception) -> str:
+    """The cause of a failed pipeline in one line: the last ``...Error: message`` line of the
+    (worker's) traceback Beam relays, without Beam's ``[while running ...]``."""
+    text = str(exc).replace("\\n", "\n")
+    causes = [m.group(1) for m in map(_ERROR_LINE.match, text.splitlines()) if m]
+    message = causes[-1] if causes else (text.strip().splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"\s*\[while running '[^']*'\]", "", message).strip()
+
+
+class _KnownArgs:
+    """Parses our flags and leaves the rest (Beam's pipeline options) for ``run``."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+
+    def parse_args(self, argv):
+        return self.parser.parse_known_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    # Beam logs each worker's progress at INFO; its warnings and errors still show.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logging.getLogger("apache_beam.io.filebasedsink").setLevel(logging.ERROR)  # "Deleting existing files"
+    # worker processes' log lines, relayed (their errors still show)
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    return cli.run_cli(lambda parsed: run(*parsed), _KnownArgs(build_parser()), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

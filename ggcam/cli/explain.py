@@ -1,0 +1,184 @@
+"""Explain an image classifier's decisions with Grad-CAM, guided backprop and Guided Grad-CAM.
+
+    python inference.py --image=cat.jpg --label=282
+    python inference.py --image=photos/ --top_k_targets=3 --output_dir=out
+    python inference.py --model=resnet_v1_50 --image=cat.jpg --layer=resnet_v1_50/block3
+    python inference.py --graph=frozen.pb --image=cat.jpg --list_layers
+
+One image: the pictures go to --output_dir (default ./<image name>_<class>). A folder, a
+glob, an @list.txt or a --labels_file: one sub-folder per image and target, results.csv,
+results.jsonl and index.html in --output_dir (default ./gradcam_output).
+"""
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from ggcam import cli
+from ggcam.runs import folder as folder_run
+from ggcam.io import decoding, safe_files
+from ggcam.timing import stamp
+from ggcam.core.gradcam import FUSIONS
+from ggcam.tf.guided import RULES
+from ggcam.targets import Target
+
+# Measured with benchmarks/tf_build.py: 8 gave the most images/s on a 2-core machine.
+DEFAULT_BATCH_SIZE = 8
+# Set when run as a script: a one-image run then starts TF 1.15 without oneDNN (see run_single).
+QUICK_START = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.Parser(description="Guided Grad-CAM for TensorFlow 1 image classifiers: TF-slim zoo networks, "
+                               "frozen graphs, SavedModels, MetaGraphs and Keras files.")
+    p.add_argument("--image", action="append", default=None,
+                   help="photo to explain; or a folder, a quoted glob ('photos/*.jpg') or @list.txt "
+                        "(one path per line, relative to the list's folder); repeatable")
+    p.add_argument("--label", default=None,
+                   help="class to explain for every image: an index (the zoo models' ImageNet classes are "
+                        "listed in ggcam/data/imagenet_labels.txt) or a name ('tabby cat'); default: the best class")
+    p.add_argument("--top_k_targets", type=int, default=None,
+                   help="explain each of the K best classes of every image")
+    p.add_argument("--labels_file", default=None,
+                   help="CSV of 'path,label' rows (label: index or name; a path may repeat), "
+                        "paths relative to the CSV's folder; replaces --image")
+    p.add_argument("--output_dir", default=None,
+                   help="output folder (default: ./<image name>_<class> for one image, "
+                        "./%s otherwise)" % folder_run.DEFAULT_OUTPUT)
+    p.add_argument("--top_k", type=int, default=5,
+                   help="one image: print the K best classes: index, name, logit, probability (0: none)")
+    p.add_argument("--guided_relu6", choices=RULES, default="exact",
+                   help="exact: true ReLU6 derivative (no gradient through saturated units); "
+                        "seed: the seed's rule (gradient also passes where output = 6); "
+                        "plain: no guidance, the vanilla gradient")
+    p.add_argument("--fusion", choices=FUSIONS, default="paper",
+                   help="paper: raw guided gradient x CAM, then scaled for display; "
+                        "seed: min-max normalised guided gradient x CAM")
+    p.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="images per graph run (default: %(default)s)")
+    p.add_argument("--max_side", type=int, default=decoding.DEFAULT_MAX_SIDE,
+                   help="shrink photos longer than this many pixels first (default: %(default)s)")
+    p.add_argument("--save_raw", action="store_true", help="also write raw.npz (see README)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo images whose outputs are already complete (default: skip them)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--show", action="store_true",
+                   help="open the panel (one image) or index.html (several) in a viewer")
+    cli.add_model_flags(p)
+    return p
+
+
+def make_explainer(args: argparse.Namespace):
+    """The Explainer for the model flags; its automatic choices are said once on stderr."""
+    stamp("python_and_cli_imports")
+    from ggcam.explainer import Explainer  # TensorFlow loads here, once the inputs are known to be usable
+    stamp("import_tensorflow_and_ggcam")
+    ex = Explainer(layer=args.layer, guided_relu6=args.guided_relu6, fusion=args.fusion,
+                   batch_size=args.batch_size, max_side=args.max_side, cache_graph=True,
+                   **cli.model_kwargs(args))
+    for note in ex.model.notes:
+        if not (args.layer and note.startswith("layer:")):  # the automatic choice was not used
+            print("note: %s" % note, file=sys.stderr)
+    return ex
+
+
+def list_layers(args: argparse.Namespace) -> int:
+    with make_explainer(args) as ex:
+        print("model: %s, input %dx%dx%d (%s), %d classes"
+              % (ex.model.name, ex.model.input_size[0], ex.model.input_size[1], ex.model.channels,
+                 ex.model.describe_preprocessing(), ex.model.num_classes))
+        print("layers (4-D feature maps, [h, w, channels]); * the Grad-CAM layer:")
+        layers = ex.model.layers()
+        for name, tensor in layers.items():
+            # The layer in use; a tensor listed under two names (a nested model and its last layer) once.
+            mark = "*" if name == ex.layer or (ex.layer not in layers and tensor is ex.graph.layer_tensor) else " "
+            layout = ex.model.layout(tensor)
+            print("%s %s  %s%s" % (mark, name, [d if d is not None else "?" for d in ex.model.layer_shape(tensor)],
+                                   "  (%s)" % layout if layout != "NHWC" else ""))
+    return cli.EXIT_OK
+
+
+def channels_first_kernels(args: argparse.Namespace) -> bool:
+    """Whether the model may need channels-first kernels, which TF 1.15's plain CPU kernels lack:
+    a frozen graph, MetaGraph or SavedModel whose bytes hold "NCHW" (any op's data_format says
+    so literally). A Keras file's channels_first layers run NHWC kernels between transposes."""
+    path = args.graph or args.meta_graph or (os.path.join(args.saved_model, "saved_model.pb") if args.saved_model
+                                             else None)
+    if not path:
+        return False
+    try:
+        with open(path, "rb") as f:
+            return b"NCHW" in f.read()
+    except OSError:
+        return False  # the model's own check says what is wrong with it
+
+
+def run_single(args: argparse.Namespace, path: str, target: Target) -> int:
+    photo = decoding.load_image(path, args.max_side)
+    safe_files.check_writable(args.output_dir or ".")
+    if QUICK_START and "tensorflow" not in sys.modules and not channels_first_kernels(args):
+        # intel-tensorflow 1.15 spends about 1 s preparing oneDNN kernels on a graph's first
+        # run, 20 times what one image's pass costs with its plain kernels (README, "Speed").
+        # Read once, at import (the check of a model file in a child process inherits it); TF 2
+        # ignores it. TF_DISABLE_MKL=0 keeps oneDNN.
+        os.environ.setdefault("TF_DISABLE_MKL", "1")
+    with make_explainer(args) as ex:
+        (result,), = ex.explain_photos([photo], [[target]], [path])
+        stamp("first_run")
+    cli.print_top(result.top(args.top_k))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    out_dir = args.output_dir or "%s_%d" % (stem, result.label)
+    safe_files.ensure_writable_dir(out_dir)
+    with safe_files.FolderLock(out_dir):
+        result.save(out_dir, save_raw=args.save_raw)
+    stamp("pictures_written")
+    print("explained class %d (%s), logit %.3f; pictures in %s"
+          % (result.label, result.name, result.logits[result.label], out_dir))
+    if args.show:
+        cli.show(os.path.join(out_dir, "panel.png"))
+    return cli.EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    for flag in ("top_k", "batch_size", "max_side", "top_k_targets"):
+        value = getattr(args, flag)
+        minimum = {"top_k": 0, "max_side": 32}.get(flag, 1)
+        if value is not None and value < minimum:
+            raise cli.UsageError("--%s must be at least %d" % (flag, minimum))
+    cli.model_kwargs(args)  # usage errors in the model flags, before anything is read
+    if args.list_layers:
+        return list_layers(args)
+    cli.check_image_flags(args)
+    names = cli.class_names(args)
+    if args.top_k_targets and names is not None and args.top_k_targets > len(names):
+        raise cli.UsageError("--top_k_targets must be at most %d (the model's classes)" % len(names))
+    targets = [Target.best()]
+    if args.top_k_targets:
+        targets = [Target.best(r) for r in range(1, args.top_k_targets + 1)]
+    elif args.label is not None:
+        try:
+            targets = [cli.resolve_target(args.label, names)]
+        except cli.labels_mod.LabelError as exc:
+            raise cli.UsageError("--label: %s" % exc)
+    def explainer():
+        return make_explainer(args)
+
+    if args.labels_file:
+        return folder_run.run_batch(args, cli.read_labels_file(args.labels_file, names), explainer)
+    paths, single = cli.expand_images(args.image)
+    if single and len(targets) == 1:
+        return run_single(args, paths[0], targets[0])
+    return folder_run.run_batch(args, [(p, targets) for p in paths], explainer)
+
+
+def main(argv: Optional[List[str]] = None, quick_start: bool = False) -> int:
+    """Command-line entry point; returns the exit status. quick_start: this process is the
+    command line's own (not a test's or a notebook's), so one-image runs may choose how
+    TensorFlow starts (see ``run_single``)."""
+    global QUICK_START
+    QUICK_START = quick_start
+    return cli.run_cli(run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(quick_start=True))

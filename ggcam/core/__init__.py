@@ -1,0 +1,1 @@
+"""The numpy core: Grad-CAM, guided backpropagation, their fusion and display (``gradcam``)."""

@@ -1,0 +1,1 @@
+"""Network definitions built from code (TF-slim): this project's MobileNet V1."""

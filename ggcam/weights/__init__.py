@@ -1,0 +1,1 @@
+"""Weights and model files from elsewhere: the zoo's checkpoints (``checkpoints``), files inside registry packages and archives (``registry``)."""
