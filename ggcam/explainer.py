@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from ggcam import labels as labels_mod
 from ggcam.io import decoding
 from ggcam.explanation import Explanation
-from ggcam.engine.graph import GuidedGradCamGraph
+from ggcam.engine.graph import open_graph
 from ggcam.models import make_model
 from ggcam.models.base import Model
 from ggcam.targets import Target
@@ -58,7 +58,8 @@ class Explainer:
             model = make_model(model=model, **model_files)
         elif model_files:
             raise ValueError("give either a Model or model arguments, not both")
-        self.graph = GuidedGradCamGraph(model, layer, guided_relu6, config, cache=cache_graph)
+        # A model file not trusted runs in a process of its own (ggcam.engine.worker).
+        self.graph = open_graph(model, layer, guided_relu6, config, cache=cache_graph)
         self.model = self.graph.model
         self.names = self.model.class_names
         self.fusion, self.batch_size, self.max_side = fusion, batch_size, max_side

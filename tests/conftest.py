@@ -48,14 +48,13 @@ def keep_artifact(path: str) -> Optional[str]:
 def shared_graphs():
     """One built graph per zoo model, checkpoint, layer and guided rule for the whole session.
 
-    ``ggcam.explainer.GuidedGradCamGraph`` (which ``Explainer``, ``inference.main`` and
+    ``ggcam.engine.graph.GuidedGradCamGraph`` (which ``open_graph``, so ``Explainer``, ``inference.main`` and
     ``evaluate.main`` go through) is replaced by a subclass whose constructor builds a real
     graph the first time a (zoo model, checkpoint, layer, rule) is asked for and hands the same
     one out afterwards; its ``close()`` does nothing until the session ends. Builds that fail
     (missing or mismatched checkpoint) raise as usual and are not cached; models other than zoo
     models and special session configs always get a graph of their own. Yields the cache.
     """
-    from ggcam import explainer
     from ggcam.engine import graph as graph_mod
     from ggcam.models.slim import SlimModel
     real = graph_mod.GuidedGradCamGraph
@@ -86,7 +85,6 @@ def shared_graphs():
                 real.close(self)
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(explainer, "GuidedGradCamGraph", SharedGraph)
     patch.setattr(graph_mod, "GuidedGradCamGraph", SharedGraph)
     try:
         yield built

@@ -73,7 +73,7 @@ def test_maps_compared_with_themselves_score_one(graph, inputs):
 
 def test_randomization_restores_the_trained_weights(graph, inputs):
     before = graph.run(inputs, photo_gradient=False)
-    randomizer = evaluation.WeightRandomizer(graph, seed=1)
+    randomizer = graph.randomizer(seed=1)
     layers = list(randomizer.layers)
     assert len(layers) == MOBILENET_LAYERS
     assert list(randomizer.names.values())[:2] == ["Logits/Conv2d_1c_1x1", "Conv2d_13_pointwise"]

@@ -214,7 +214,8 @@ def test_rerun_asking_for_raw_arrays_redoes_folders_without_them(tmp_path, capsy
 
 def test_explain_after_close_is_a_clear_error():
     from ggcam import explainer
-    graph = object.__new__(explainer.GuidedGradCamGraph)  # no TensorFlow graph needed
+    from ggcam.engine.graph import GuidedGradCamGraph
+    graph = object.__new__(GuidedGradCamGraph)  # no TensorFlow graph needed
     graph.closed = True
     ex = object.__new__(explainer.Explainer)
     ex.graph, ex.names, ex.fusion, ex.batch_size, ex.max_side = graph, ["c"] * 1001, "paper", 8, 2048

@@ -351,7 +351,48 @@ def test_a_kernel_that_crashes_while_running_is_one_line(tmp_path):
 
     write_graph(model, build)
     text = assert_refused(tmp_path, ["--graph=" + model], "unravel.pb")
-    assert "crashed TensorFlow while being read" in text or "running it failed" in text
+    assert "crashed TensorFlow while running" in text or "running it failed" in text
+
+
+def photo_dependent(x: tf.Tensor) -> tf.Tensor:
+    """1.0 for an image with any contrast (a photo), 0.0 for a flat grey one."""
+    return tf.cast(tf.reduce_max(x) - tf.reduce_min(x) > 1e-3, tf.float32)
+
+
+def test_a_kernel_that_crashes_only_on_a_photo_is_one_line(tmp_path):
+    """The model runs in a process of its own for its whole life: a crash on the photo's values
+    (SIGFPE on TF 1.15) ends that process, not this one."""
+    model = str(tmp_path / "photo_crash.pb")
+
+    def build():
+        image = tf.placeholder(tf.float32, [None, 16, 16, 3], name="image")
+        raw = tiny_logits(image)
+        dims = tf.cast(1.0 - photo_dependent(image), tf.int32)
+        r = tf.raw_ops.UnravelIndex(indices=tf.stack([dims]), dims=tf.stack([dims, dims]))
+        tf.add(raw, tf.stop_gradient(tf.minimum(tf.abs(tf.reduce_sum(tf.cast(r, tf.float32))), 0.0)), name="logits")
+
+    write_graph(model, build)
+    text = assert_refused(tmp_path, ["--graph=" + model], "photo_crash.pb")
+    assert "crashed TensorFlow while running" in text or "running it failed" in text
+
+
+def test_a_kernel_that_never_returns_is_stopped(tmp_path, monkeypatch):
+    """AdjustHue with an infinite hue shift for a photo: one kernel that never returns, which
+    TensorFlow's own deadline cannot cut short; the model's process is stopped."""
+    import time
+    model = str(tmp_path / "hue.pb")
+
+    def build():
+        image = tf.placeholder(tf.float32, [None, 16, 16, 3], name="image")
+        delta = 1.0 / (1.0 - photo_dependent(image)) - 1.0  # inf for a photo
+        r = tf.raw_ops.AdjustHue(images=image[:1, :2, :2, :], delta=delta)
+        tf.add(tiny_logits(image), tf.stop_gradient(tf.minimum(tf.abs(tf.reduce_mean(r)), 0.0)), name="logits")
+
+    write_graph(model, build)
+    monkeypatch.setenv(isolation.RUN_TIMEOUT_ENV, "2")
+    started = time.monotonic()
+    assert_refused(tmp_path, ["--graph=" + model], "still running after 7 s and was stopped")
+    assert time.monotonic() - started < 60
 
 
 def test_functions_that_grow_past_the_limit_when_inlined_are_refused(tmp_path):
@@ -438,7 +479,7 @@ def test_isolation_reports_crashes_hangs_and_memory(monkeypatch):
         isolation.run_isolated("isolation_targets:segfault", (), "f")
     monkeypatch.setenv(isolation.TIMEOUT_ENV, "3")
     started = time.monotonic()
-    with pytest.raises(isolation.IsolationError, match="did not finish within 3 s"):
+    with pytest.raises(isolation.IsolationError, match="still being read after 3 s and was stopped"):
         isolation.run_isolated("isolation_targets:sleeps", (), "f")
     assert time.monotonic() - started < 15
     monkeypatch.setenv(isolation.MEMORY_ENV, "0.5")
@@ -542,3 +583,37 @@ def test_the_allowlist_covers_the_example_models_and_keras(tmp_path):
     with GuidedGradCamGraph(KerasModel(path)) as graph:
         assert safety.not_allowed(op.type for op in graph.graph.get_operations()) == set()
     assert json.loads(json.dumps(sorted(safety.ALLOWED)))  # plain strings, for the docs
+
+
+# ----------------------------------------------------------------------------- the model's own process
+
+def test_the_models_own_process_computes_what_this_one_does(tmp_path):
+    """A file not trusted runs in a process of its own (ggcam.engine.worker); trusted, in this
+    one: the same arrays, the same facts, the same weight randomisation."""
+    import evaluate
+    from ggcam.explainer import Explainer
+    prefix = str(tmp_path / "model")
+
+    def build():
+        image = tf.placeholder(tf.float32, [None, 16, 16, 3], name="image")
+        tf.identity(tiny_logits(image, variables=True), name="logits")
+
+    save_meta_graph(prefix, build)
+    photo = np.random.RandomState(4).rand(20, 24, 3).astype(np.float32)
+    runs = {}
+    for trusted in (False, True):
+        with Explainer(meta_graph=prefix + ".meta", checkpoint=prefix, trust_model=trusted) as ex:
+            assert type(ex.graph).__name__ == ("GuidedGradCamGraph" if trusted else "RemoteGraph")
+            (e,) = ex.explain([photo])
+            runs[trusted] = (e.raw(), e.guided_backprop_image, ex.model.notes, ex.layer, ex.graph.layer_table())
+        out = tmp_path / ("eval_%s" % trusted)
+        run = run_main(evaluate.main, "--meta_graph=" + prefix + ".meta", "--checkpoint=" + prefix, "--image=" + PHOTO,
+                       "--checks=randomization", "--output_dir=" + str(out), *(["--trust_model"] if trusted else []))
+        assert run.returncode == 0, run
+        runs[trusted] += ((out / "randomization.csv").read_text(),)
+    remote, local = runs[False], runs[True]
+    for name in local[0]:
+        np.testing.assert_array_equal(remote[0][name], local[0][name], err_msg=name)
+    np.testing.assert_array_equal(remote[1], local[1])
+    assert remote[2:5] == local[2:5]
+    assert remote[5] == local[5] and remote[5].count("\n") > 2

@@ -88,12 +88,8 @@ def list_layers(args: argparse.Namespace) -> int:
               % (ex.model.name, ex.model.input_size[0], ex.model.input_size[1], ex.model.channels,
                  ex.model.describe_preprocessing(), ex.model.num_classes))
         print("layers (4-D feature maps, [h, w, channels]); * the Grad-CAM layer:")
-        layers = ex.model.layers()
-        for name, tensor in layers.items():
-            # The layer in use; a tensor listed under two names (a nested model and its last layer) once.
-            mark = "*" if name == ex.layer or (ex.layer not in layers and tensor is ex.graph.layer_tensor) else " "
-            layout = ex.model.layout(tensor)
-            print("%s %s  %s%s" % (mark, name, [d if d is not None else "?" for d in ex.model.layer_shape(tensor)],
+        for name, shape, layout, in_use in ex.graph.layer_table():
+            print("%s %s  %s%s" % ("*" if in_use else " ", name, [d if d is not None else "?" for d in shape],
                                    "  (%s)" % layout if layout != "NHWC" else ""))
     return cli.EXIT_OK
 

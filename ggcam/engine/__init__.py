@@ -1,1 +1,1 @@
-"""The graph engine: one graph and session per model (``graph``), built graphs kept on disk (``cache``), a stranger's model file read in a child process first (``isolation``)."""
+"""The graph engine: one graph and session per model (``graph``), built graphs kept on disk (``cache``), a model file not trusted run in a process of its own (``worker``, over ``isolation``), weights randomised for the sanity check (``weights``)."""

@@ -5,11 +5,12 @@ overridden by guided ones; photos and targets are fed, so explaining more images
 classes never adds ops (the graph is finalized).
 """
 import re
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ggcam.engine import cache as graph_cache
+from ggcam.engine.weights import WeightRandomizer
 from ggcam.tf import guided as guided_relu
 from ggcam.engine import isolation
 from ggcam.models import detect, safety
@@ -28,15 +29,6 @@ def resize_images(photos: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
     photo is smooth instead of a lattice of sampled points.
     """
     return tf2.image.resize(photos, list(size), method="bilinear", antialias=True)
-
-
-def trial(model: Model, layer: Optional[str], guided_relu6: str, config: Optional[tf.ConfigProto]) -> Dict:
-    """``GuidedGradCamGraph._trial`` in a process of its own (``ggcam.engine.isolation``)."""
-    graph = GuidedGradCamGraph.__new__(GuidedGradCamGraph)
-    graph.model = model
-    timeout = isolation.run_timeout()
-    graph._options = tf.RunOptions(timeout_in_ms=int(timeout * 1000)) if timeout else None
-    return graph._trial(layer, guided_relu6, config)
 
 
 class GuidedGradCamGraph:
@@ -58,13 +50,7 @@ class GuidedGradCamGraph:
         self.model = model
         timeout = isolation.run_timeout() if model.untrusted else 0
         self._options = tf.RunOptions(timeout_in_ms=int(timeout * 1000)) if timeout else None
-        if model.untrusted:
-            # A stranger's file: read, chosen from, built and run once in a child process first,
-            # so that a file which crashes or hangs TensorFlow is an error line, not the end of the run.
-            model.adopt(isolation.run_isolated("ggcam.engine.graph:trial", (model, layer, guided_relu6, config),
-                                               model.path, model.file_sizes(), error=ModelError))
-        else:
-            model.prepare()
+        model.prepare()
         identity = model.cache_identity() if cache else None
         # A cacheable model knows its default layer before it is built; an imported one finds it then.
         name = graph_cache.key(dict(identity, layer=layer or model.default_layer, guided_relu6=guided_relu6)) \
@@ -92,23 +78,6 @@ class GuidedGradCamGraph:
         if name and entry is None:
             graph_cache.save(name, self.graph.as_graph_def(), self._names())
         stamp("session_and_restore")
-
-    def _trial(self, layer: Optional[str], guided_relu6: str, config: Optional[tf.ConfigProto]) -> Dict:
-        """In the child process of an untrusted file: what ``prepare`` decided, after making sure
-        that building the graph, checking it, loading the weights and one run on a grey image
-        all work (TensorFlow optimises the graph on a first run: a crafted one may crash or
-        grow past every limit there, as kernels may crash on the file's constants)."""
-        self.model.prepare()
-        state = self.model.prepared_state()
-        self._build(layer, guided_relu6)
-        safety.check_graph(self.graph, self.model.trust_model, self.model.path)
-        self.graph.finalize()
-        with tf.Session(graph=self.graph, config=config) as self.session:
-            self.model.restore(self.session)
-            height, width = self.model.input_size
-            self._run(self.fetches, {self.images: np.full((1, height, width, 3), 0.5, np.float32),
-                                     self.targets: np.array([-1], np.int32)})
-        return state
 
     def _build(self, layer: Optional[str], guided_relu6: str) -> None:
         """Make every op: the resize and its adjoint, the model under the guided override,
@@ -173,6 +142,24 @@ class GuidedGradCamGraph:
                     conv, conv_grad = tf.transpose(conv, perm), tf.transpose(conv_grad, perm)
             self.fetches = {"logits": logits, "label": label, "conv_activations": conv,
                             "conv_gradient": conv_grad, "guided_backprop": input_grad}
+
+    def layer_table(self) -> List[Tuple[str, List[Optional[int]], str, bool]]:
+        """(name, [h, w, channels], axis order, whether it is the layer in use) of each
+        candidate layer, in network order (a tensor listed under two names is in use once)."""
+        model, layers = self.model, self.model.layers()
+        named = self.layer_name in layers
+        return [(name, model.layer_shape(t), model.layout(t),
+                 name == self.layer_name if named else t is self.layer_tensor) for name, t in layers.items()]
+
+    def weight_layers(self) -> Optional[List[str]]:
+        """The layers a randomisation check re-initialises, logits first; None when the
+        weights are constants."""
+        layers = self.model.randomization_layers()
+        return None if layers is None else list(layers)
+
+    def randomizer(self, seed: int = 0) -> WeightRandomizer:
+        """The model-randomisation check's handle on this graph's weights."""
+        return WeightRandomizer(self, seed)
 
     def _names(self) -> Dict:
         """What a cache entry needs besides the GraphDef: tensor names and flags."""
@@ -298,3 +285,13 @@ class GuidedGradCamGraph:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def open_graph(model: Model, layer: Optional[str] = None, guided_relu6: str = "exact",
+               config: Optional[tf.ConfigProto] = None, cache: bool = False):
+    """The graph for ``model``: in a process of its own when it comes from a file the user has
+    not said they trust (``ggcam.engine.worker.RemoteGraph``), else in this one."""
+    if model.untrusted:
+        from ggcam.engine.worker import RemoteGraph
+        return RemoteGraph(model, layer, guided_relu6, config)
+    return GuidedGradCamGraph(model, layer, guided_relu6, config, cache=cache)

@@ -35,6 +35,7 @@ import numpy as np
 from ggcam.core import gradcam as gc
 from ggcam import cli
 from ggcam.io import decoding, safe_files
+from ggcam.engine.weights import not_applicable, short_names  # noqa: F401  (short_names: the reports')
 from ggcam.evaluation import metrics
 from ggcam.explanation import scores as model_scores
 from ggcam.targets import Target
@@ -73,20 +74,6 @@ def compare(original: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> Di
 
 # ----------------------------------------------------------------------------- a. randomisation
 
-def not_applicable(model) -> str:
-    """Why weight randomisation does not apply to ``model`` (its weights are constants)."""
-    return "weight randomisation does not apply to %s: its weights are constants (frozen graph)" % model.name
-
-
-def short_names(names: Sequence[str]) -> List[str]:
-    """Layer names without the scope all of them share ("MobilenetV1/Conv2d_0" -> "Conv2d_0")."""
-    parts = [n.split("/") for n in names]
-    common = 0
-    while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
-        common += 1
-    return ["/".join(p[common:]) for p in parts]
-
-
 def strip_layers(layers: Sequence[str], count: int = STRIP_COLUMNS) -> List[str]:
     """About ``count`` evenly spaced layers of the randomisation order, the first (the logits
     layer) and the last included."""
@@ -94,35 +81,6 @@ def strip_layers(layers: Sequence[str], count: int = STRIP_COLUMNS) -> List[str]
         return []
     picks = np.round(np.linspace(0, len(layers) - 1, min(count, len(layers)))).astype(int)
     return [layers[i] for i in sorted(set(picks.tolist()))]
-
-
-class WeightRandomizer:
-    """Re-initialises layers of a live graph in place (``Variable.load`` feeds the existing
-    initializer ops, so nothing is added to the finalized graph) and restores them.
-
-    ``layers``: the model's ``randomization_layers()`` (layer name -> variables, from the
-    logits down); ``names``: layer name -> its short name (``short_names``). ValueError when
-    the model's weights are constants.
-    """
-
-    def __init__(self, graph, seed: int = 0):
-        layers = graph.model.randomization_layers()
-        if layers is None:
-            raise ValueError(not_applicable(graph.model))
-        self.graph, self.rng = graph, np.random.RandomState(seed)
-        self.layers = layers  # type: OrderedDict
-        self.names = OrderedDict(zip(layers, short_names(list(layers))))
-        self.trained = {v.op.name: graph.session.run(v) for vs in self.layers.values() for v in vs}
-
-    def randomize(self, layer: str) -> None:
-        for v in self.layers[layer]:
-            value = self.trained[v.op.name]
-            v.load(self.rng.normal(0.0, value.std(), value.shape).astype(np.float32), self.graph.session)
-
-    def restore(self, layers: Optional[Sequence[str]] = None) -> None:
-        for layer in layers if layers is not None else list(self.layers):
-            for v in self.layers[layer]:
-                v.load(self.trained[v.op.name], self.graph.session)
 
 
 def randomization(graph, images: np.ndarray, labels: Sequence[int], seed: int = 0
@@ -137,7 +95,7 @@ def randomization(graph, images: np.ndarray, labels: Sequence[int], seed: int = 
         out = graph.run(images, targets, photo_gradient=False)
         return [maps(out, i) for i in range(len(images))]
 
-    randomizer = WeightRandomizer(graph, seed)
+    randomizer = graph.randomizer(seed)
     shown = set(strip_layers(list(randomizer.names.values())))
     original = run()
     rows, strip = [], OrderedDict([("original", original[0])])
@@ -446,7 +404,7 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
     from ggcam.engine import graph as graph_mod  # TensorFlow loads here
     from ggcam.models import make_model
     with contextlib.ExitStack() as stack:
-        graph = stack.enter_context(graph_mod.GuidedGradCamGraph(make_model(**model_kwargs), layer))
+        graph = stack.enter_context(graph_mod.open_graph(make_model(**model_kwargs), layer))
         model = graph.model
         for note in model.notes:
             print("note: %s" % note, file=sys.stderr)
@@ -464,7 +422,7 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
                                          % (key, label, model.name, model.num_classes - 1))
         plain_graph = None
         if "deletion" in checks or boxes:
-            plain_graph = stack.enter_context(graph_mod.GuidedGradCamGraph(
+            plain_graph = stack.enter_context(graph_mod.open_graph(
                 make_model(**model_kwargs), layer, guided_relu6="plain"))
         safe_files.ensure_writable_dir(output_dir)
 
@@ -472,7 +430,7 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
         trained = graph.run(images, None, photo_gradient=False)
         notes, random_rows, strip = [], [], {}
         if "randomization" in checks:
-            if model.randomization_layers() is None:
+            if graph.weight_layers() is None:
                 notes.append(not_applicable(model))
                 print(notes[-1])
             else:

@@ -168,6 +168,20 @@ class Model:
             return [os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(self.path) for f in files]
         return [os.path.getsize(self.path)] if os.path.isfile(self.path) else []
 
+    # What a model built in another process tells this one (``ggcam.engine.worker``).
+    _FACTS = ("name", "notes", "input_size", "channels", "num_classes", "class_names", "default_layer",
+              "output_function", "max_batch", "input_layout")
+
+    def facts(self) -> Dict:
+        """After ``build``: what the model found out, JSON-ready (``adopt_facts``' input)."""
+        return {k: getattr(self, k) for k in self._FACTS}
+
+    def adopt_facts(self, facts: Dict) -> None:
+        """Take the facts of this model as built in another process (nothing is read here)."""
+        for k in self._FACTS:
+            value = facts[k]
+            setattr(self, k, tuple(value) if k == "input_size" else list(value) if k == "notes" else value)
+
     def prepared_state(self) -> Dict:
         """After ``prepare``: what it decided, JSON-ready, for ``adopt``."""
         raise NotImplementedError

@@ -560,6 +560,8 @@ class _ImportedModel(Model):
 
         self._graph_def = graph_def
 
+    _FACTS = Model._FACTS + ("_feeds",)
+
     def prepared_state(self) -> Dict:
         return {"notes": list(self.notes), "input_size": list(self.input_size), "channels": self.channels,
                 "max_batch": self.max_batch, "num_classes": self.num_classes, "input": self._input_name,

@@ -390,7 +390,7 @@ def _for_this_keras(config: Dict) -> Tuple[Dict, List[str]]:
         cls = getattr(tf.keras.layers, str(name), None)
         if cls is None:
             continue  # Keras says so itself when it rebuilds
-        if getattr(cls.from_config, "__func__", None) is not getattr(tf.keras.layers.Layer.from_config, "__func__", 0):
+        if _reads_own_config(cls):
             continue  # it reads its config itself (Lambda, wrappers): its keys are not all options
         accepted = _options_of(cls)
         if accepted is None:
@@ -403,6 +403,16 @@ def _for_this_keras(config: Dict) -> Tuple[Dict, List[str]]:
                 raise ModelError("layer %s uses the option %s=%s, which TensorFlow %s's Keras does not have"
                                  % (options.get("name", name), option, json.dumps(options[option]), tf.VERSION))
     return config, sorted(changed)
+
+
+def _reads_own_config(cls: type) -> bool:
+    """Whether a layer class has a ``from_config`` of its own (below Keras's base Layer's)."""
+    for klass in cls.__mro__:
+        if klass.__name__ == "Layer":
+            return False
+        if "from_config" in vars(klass):
+            return True
+    return False
 
 
 def _options_of(cls: type) -> Optional[set]:
