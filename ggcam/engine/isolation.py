@@ -236,18 +236,18 @@ class Child:
         except BrokenPipeError:
             pass  # the child is gone: the answer says why
 
-    def receive(self, seconds: float, doing: str, setting: str = TIMEOUT_ENV) -> Any:
+    def receive(self, seconds: float, doing: str, setting: str = TIMEOUT_ENV, limit: Optional[float] = None) -> Any:
         """The child's next answer, within ``seconds`` (0: no limit). ``doing``: what it is busy
         with ("being read", "running"), for the messages; ``setting``: the variable that allows
-        more time."""
+        more time; ``limit``: the time limit to name (default ``seconds``)."""
         deadline = time.monotonic() + seconds if seconds else None
         try:
             head = _read_exactly(self._answers, 8, deadline)
             data = _read_exactly(self._answers, _LENGTH.unpack(head)[0], deadline) if head is not None else None
         except TimeoutError:
             self.close()
-            raise self.error("%s: it was still %s after %g s and was stopped (a model that hangs TensorFlow? "
-                             "%s=SECONDS allows more)" % (self.what, doing, seconds, setting))
+            raise self.error("%s: it was still %s past its limit of %g s and was stopped (a model that hangs "
+                             "TensorFlow? %s=SECONDS allows more)" % (self.what, doing, limit or seconds, setting))
         if data is None:
             raise self._ended(doing)
         try:
@@ -264,9 +264,10 @@ class Child:
             raise self.error(message["message"])
         return message.get("value")
 
-    def request(self, message: Any, seconds: float, doing: str, setting: str = RUN_TIMEOUT_ENV) -> Any:
+    def request(self, message: Any, seconds: float, doing: str, setting: str = RUN_TIMEOUT_ENV,
+                limit: Optional[float] = None) -> Any:
         self._send(message)
-        return self.receive(seconds, doing, setting)
+        return self.receive(seconds, doing, setting, limit)
 
     def _ended(self, doing: str) -> Exception:
         """The error for a child that ended without answering (it is reaped here)."""

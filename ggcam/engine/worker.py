@@ -86,7 +86,7 @@ class RemoteGraph:
         try:
             # TensorFlow's own deadline (the graph's run option) says it first; a kernel that
             # never returns is stopped here, a little later.
-            return self._child.request((name, args), seconds + _GRACE if seconds else 0, "running")
+            return self._child.request((name, args), seconds + _GRACE if seconds else 0, "running", limit=seconds)
         except ModelError:
             if self._child._process is None:  # stopped or dead: no later call can be served
                 self.closed = True
