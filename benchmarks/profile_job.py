@@ -56,8 +56,8 @@ def job(ex: Explainer, paths: List[str], batch: int, pictures, folder: str) -> "
         photos = [t("decode", decoding.load_image, p) for p in paths[start:start + batch]]
         floats = [t("to float", lambda p: p.astype(np.float32) / 255.0, p) for p in photos]
         images = np.stack([f if f.shape[:2] == size else t("resize (graph)", graph.resize, f) for f in floats])
-        codes = np.full(len(images), -1, np.int32)
-        out = t("network pass", graph._feed_runs, graph.fetches, images, codes)
+        feeds = graph.target_feeds([Target.best()] * len(images))
+        out = t("network pass", graph._feed_runs, graph.fetches, images, feeds)
         for k, photo in enumerate(photos):
             g = out["guided_backprop"][k]
             if photo.shape[:2] != g.shape[:2]:

@@ -12,9 +12,12 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ggcam import labels as labels_mod
+from ggcam import methods as methods_mod
+from ggcam import outputs as out
 from ggcam.io import decoding
 from ggcam.explanation import Explanation
-from ggcam.engine.graph import open_graph
+from ggcam.engine import graph as graph_mod
+from ggcam.methods.base import Context, Method
 from ggcam.models import make_model
 from ggcam.models.base import Model
 from ggcam.targets import Target
@@ -44,24 +47,55 @@ class Explainer:
     ``graph=`` (frozen GraphDef), ``saved_model=`` (folder, ``signature=``), ``keras=``
     (HDF5), ``meta_graph=`` (with ``checkpoint=``); for files, ``input_tensor``,
     ``logits_tensor``, ``input_range`` ((lo, hi)), ``labels`` (a file of class names) and
-    ``trust_model`` as for the command line; or a ``Model`` description. ``explain``
-    returns one ``Explanation`` per image and target. ``cache_graph=True``: a zoo model's
-    graph comes from the graph cache when it was built before (``ggcam.engine.cache``), as
-    for the command lines.
+    ``trust_model`` as for the command line; or a ``Model`` description. ``methods``: the
+    maps to make (names from ``ggcam.methods.names()``, or ``Method`` objects; default the
+    paper's three). ``explain`` returns one ``Explanation`` per image and target.
+    ``cache_graph=True``: a zoo model's graph comes from the graph cache when it was built
+    before (``ggcam.engine.cache``), as for the command lines. ``Explainer.from_graph`` takes
+    a graph already open.
     """
 
     def __init__(self, model: Union[None, str, Model] = None, layer: Optional[str] = None,
                  guided_relu6: str = "exact", fusion: str = "paper", batch_size: int = 8,
                  max_side: int = decoding.DEFAULT_MAX_SIDE, config: Optional[tf.ConfigProto] = None,
-                 cache_graph: bool = False, **model_files):
+                 cache_graph: bool = False, methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT,
+                 **model_files):
         if not isinstance(model, Model):
             model = make_model(model=model, **model_files)
         elif model_files:
             raise ValueError("give either a Model or model arguments, not both")
+        chosen = self._methods(methods, fusion)
         # A model file not trusted runs in a process of its own (ggcam.engine.worker).
-        self.graph = open_graph(model, layer, guided_relu6, config, cache=cache_graph)
-        self.model = self.graph.model
+        graph = graph_mod.open_graph(model, layer, guided_relu6, config, cache=cache_graph,
+                           outputs=out.STANDARD + methods_mod.needs(chosen))
+        self._start(graph, chosen, fusion, batch_size, max_side)
+
+    @classmethod
+    def from_graph(cls, graph, methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT, fusion: str = "paper",
+                   batch_size: int = 8, max_side: int = decoding.DEFAULT_MAX_SIDE) -> "Explainer":
+        """An Explainer over an open graph (``ggcam.engine.graph.open_graph`` or
+        ``GuidedGradCamGraph``); closing the Explainer closes it."""
+        self = cls.__new__(cls)
+        chosen = cls._methods(methods, fusion)
+        missing = [n for n in methods_mod.needs(chosen) if n not in graph.outputs]
+        if missing:
+            raise ValueError("the graph gives no %s, which %s read" % (", ".join(missing),
+                                                                       ", ".join(m.name for m in chosen)))
+        self._start(graph, chosen, fusion, batch_size, max_side)
+        return self
+
+    @staticmethod
+    def _methods(methods, fusion: str) -> List[Method]:
+        if isinstance(methods, (str, Method)):
+            methods = [methods]
+        return [m if isinstance(m, Method) else methods_mod.get(m, fusion)
+                for m in dict.fromkeys(m if isinstance(m, Method) else str(m) for m in methods)]
+
+    def _start(self, graph, methods: List[Method], fusion: str, batch_size: int, max_side: int) -> None:
+        self.graph = graph
+        self.model = graph.model
         self.names = self.model.class_names
+        self.methods = methods
         self.fusion, self.batch_size, self.max_side = fusion, batch_size, max_side
         self._feeds = json.dumps(self.model.describe().get("feeds", {}), sort_keys=True)
 
@@ -113,19 +147,26 @@ class Explainer:
 
     def explain_photos(self, photos: Sequence[np.ndarray], targets: Sequence[Sequence[Target]],
                        sources: Optional[Sequence[Optional[str]]] = None) -> List[List[Explanation]]:
-        """One graph run over every (photo, target) pair. photos: RGB uint8 [H, W, 3]."""
+        """One graph run over every (photo, target) pair (and the methods' graph work, each
+        pair on its own). photos: RGB uint8 [H, W, 3]."""
         sources = sources or [None] * len(photos)
         pairs = [(i, t) for i, ts in enumerate(targets) for t in ts]
         floats = [p.astype(np.float32) / 255.0 for p in photos]
-        out = self.graph.run([floats[i] for i, _ in pairs], [t for _, t in pairs])
+        fed = [floats[i] for i, _ in pairs]
+        result = self.graph.run(fed, [t for _, t in pairs], outputs=out.STANDARD + methods_mod.needs(self.methods))
+        workers = [m for m in self.methods if m.graph_work is not None]
         results = [[] for _ in photos]
         for k, (i, target) in enumerate(pairs):
+            arrays = {name: value[k] for name, value in result.items()}
+            if workers:
+                image = fed[k] if fed[k].shape[:2] == tuple(self.model.input_size) else self.graph.resize(fed[k])
+                context = Context(self.graph, image, Target.of(int(arrays[out.LABEL])))
+                for m in workers:
+                    arrays.update(m.graph_work(context))
             results[i].append(Explanation(
-                photo=photos[i], names=self.names, source=sources[i], fusion=self.fusion,
-                requested=target, logits=out["logits"][k], label=int(out["label"][k]),
-                conv_activations=out["conv_activations"][k], conv_gradient=out["conv_gradient"][k],
-                guided_backprop=out["guided_backprop"][k], guided_backprop_image=out["guided_backprop_image"][k],
-                model=self.model.name, layer=self.layer, output_function=self.model.output_function,
+                photo=photos[i], names=self.names, arrays=arrays, requested=target, source=sources[i],
+                methods=self.methods, fusion=self.fusion, model=self.model.name, layer=self.layer,
+                output_function=self.model.output_function,
                 preprocessing=self.model.describe_preprocessing(), feeds=self._feeds))
         return results
 

@@ -1,23 +1,38 @@
-"""One explained (image, class) pair: its arrays, its pictures and how to save them.
+"""One explained (image, target) pair: its arrays, its pictures and how to save them.
 
-numpy, OpenCV and Pillow only, like ``ggcam.core.gradcam``.
+numpy, OpenCV and Pillow only, like ``ggcam.core.gradcam``. The pictures are the maps of the
+chosen methods (``ggcam.methods``; default the paper's three), the first CAM method's map laid
+over the photo, and a panel of them all.
 """
 import io
 import os
 import zlib
-from typing import BinaryIO, Callable, Dict, List, Optional, Tuple
+from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
+from ggcam import methods as methods_mod
+from ggcam import outputs as out
 from ggcam.core import gradcam as gc
 from ggcam.io import encoding, safe_files
 from ggcam import targets
+from ggcam.methods.base import Method
 from ggcam.targets import Target
 
-PICTURES = ("gradcam", "guided_backprop", "guided_gradcam", "overlay", "panel")
 INPUT_FILE = "input.jpg"
 RAW_FILE = "raw.npz"
+OVERLAY, PANEL = "overlay", "panel"
+
+
+def picture_names(methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT) -> Tuple[str, ...]:
+    """The pictures of an explanation by ``methods``: one per method, the overlay (when one of
+    them is a CAM method), the panel. Each is written as <name>.png."""
+    chosen = [m if isinstance(m, Method) else methods_mod.get(m) for m in dict.fromkeys(methods)]
+    return tuple([m.name for m in chosen] + ([OVERLAY] if any(m.cam for m in chosen) else []) + [PANEL])
+
+
+PICTURES = picture_names()  # the default methods' pictures
 OUTPUT_FILES = tuple([INPUT_FILE] + [name + ".png" for name in PICTURES])
 
 
@@ -51,38 +66,49 @@ def probabilities(logits: np.ndarray, output_function: str) -> Optional[np.ndarr
 
 
 class Explanation:
-    """Guided Grad-CAM of one photo for one class.
+    """The explanation of one photo for one target.
 
-    Arrays (float32 unless noted), named as in raw.npz: ``logits`` [K] (K classes),
-    ``label`` (int, the explained class), ``conv_activations`` and ``conv_gradient``
-    [h, w, C] (the Grad-CAM layer's feature maps and the unguided gradient of the class logit
-    w.r.t. them), ``guided_backprop`` [H_in, W_in, 3] (guided gradient w.r.t. the model-sized
-    RGB image in [0, 1]), ``cam`` [h, w]; plus ``photo`` (uint8 RGB [H, W, 3], as fed) and
-    ``guided_backprop_image`` [H, W, 3] (w.r.t. the photo in [0, 1]). ``requested`` is the
-    Target asked for; ``model`` and ``layer`` name what was explained; ``output_function``
-    ("softmax", "sigmoid" or "none", as the model has it) what its probabilities are;
-    ``preprocessing`` and ``feeds`` (JSON: placeholder -> the value fed) what the network was fed.
+    ``arrays``: the example's graph outputs by name (``ggcam.outputs``; float32 unless noted):
+    ``logits`` [K] (K classes), ``label`` (int, the explained class), ``conv_activations`` and
+    ``conv_gradient`` [h, w, C] (the Grad-CAM layer's feature maps and the unguided gradient of
+    the class logit w.r.t. them), ``guided_backprop`` [H_in, W_in, 3] (guided gradient w.r.t.
+    the model-sized RGB image in [0, 1]) and its photo-sized ``guided_backprop_image``
+    [H, W, 3] (w.r.t. the photo in [0, 1]), and whatever else the methods read. ``photo``:
+    uint8 RGB [H, W, 3], as fed. ``methods``: the methods whose maps are the pictures (names or
+    ``Method`` objects; default ``ggcam.methods.DEFAULT``; ``fusion`` for their guided ones).
+    ``requested`` is the target asked for; ``model`` and ``layer`` name what was explained;
+    ``output_function`` ("softmax", "sigmoid" or "none", as the model has it) what its
+    probabilities are; ``preprocessing`` and ``feeds`` (JSON: placeholder -> the value fed)
+    what the network was fed. Each array is also an attribute (``e.conv_activations``).
     """
 
-    def __init__(self, photo: np.ndarray, names: List[str], logits: np.ndarray, label: int,
-                 conv_activations: np.ndarray, conv_gradient: np.ndarray,
-                 guided_backprop: np.ndarray, guided_backprop_image: np.ndarray,
-                 requested: Optional[Target] = None, source: Optional[str] = None, fusion: str = "paper",
+    def __init__(self, photo: np.ndarray, names: List[str], arrays: Mapping[str, np.ndarray],
+                 requested: Optional[Target] = None, source: Optional[str] = None,
+                 methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT, fusion: str = "paper",
                  model: str = "", layer: str = "", output_function: str = "softmax", preprocessing: str = "",
                  feeds: str = "{}"):
         self.photo, self.names, self.source, self.fusion = photo, names, source, fusion
         self.model, self.layer, self.output_function = model, layer, output_function
         self.preprocessing, self.feeds = preprocessing, feeds
-        self.logits = np.asarray(logits, np.float32)
-        self.label = int(label)
+        self.methods = [m if isinstance(m, Method) else methods_mod.get(m, fusion) for m in methods]
+        self.arrays = {k: np.asarray(v, np.int64 if k == out.LABEL else np.float32) for k, v in arrays.items()}
+        missing = [n for n in methods_mod.needs(self.methods) if n not in self.arrays]
+        if missing:
+            raise ValueError("the methods %s need %s" % (", ".join(m.name for m in self.methods), ", ".join(missing)))
+        self.logits = self.arrays[out.LOGITS]
+        self.label = int(self.arrays[out.LABEL])
         self.requested = requested if requested is not None else Target.best()
-        self.conv_activations = np.asarray(conv_activations, np.float32)
-        self.conv_gradient = np.asarray(conv_gradient, np.float32)
-        self.guided_backprop = np.asarray(guided_backprop, np.float32)
-        self.guided_backprop_image = np.asarray(guided_backprop_image, np.float32)
-        self.cam = gc.compute_cam(self.conv_activations, self.conv_gradient)
-        self._fusion = None  # type: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]
+        self.picture_names = picture_names(self.methods)
+        self._maps = None  # type: Optional[Dict[str, np.ndarray]]
         self._pictures = {}  # type: Dict[str, np.ndarray]
+
+    def __getattr__(self, name: str):  # e.conv_activations, e.guided_backprop_image, e.cam, ...
+        arrays = self.__dict__.get("arrays", {})
+        if name in arrays:
+            return arrays[name]
+        if name == "cam" and out.ACTIVATIONS in arrays and out.LAYER_GRADIENT in arrays:
+            return gc.compute_cam(arrays[out.ACTIVATIONS], arrays[out.LAYER_GRADIENT])
+        raise AttributeError("%r has no attribute or array %r" % (type(self).__name__, name))
 
     @property
     def name(self) -> str:
@@ -108,61 +134,64 @@ class Explanation:
         return targets.caption(self.requested, self.name)
 
     def raw(self) -> Dict[str, np.ndarray]:
-        """The public raw.npz arrays (see the class docstring)."""
-        return {
-            "logits": self.logits,
-            "label": np.asarray(self.label),
-            "conv_activations": self.conv_activations,
-            "conv_gradient": self.conv_gradient,
-            "guided_backprop": self.guided_backprop,
-            "cam": self.cam,
-            "model": np.asarray(self.model),
-            "layer": np.asarray(self.layer),
-            "preprocessing": np.asarray(self.preprocessing),
-            "feeds": np.asarray(self.feeds),
-            "output_function": np.asarray(self.output_function),
-        }
+        """The public raw.npz arrays: the logits and label, the model-sized graph outputs the
+        methods read, the methods' own arrays (Grad-CAM's ``cam`` [h, w]) and what was explained."""
+        model_sized = {k: v for k, v in self.arrays.items() if k not in out.PHOTO.values()}
+        data = {out.LOGITS: self.logits, out.LABEL: np.asarray(self.label)}
+        data.update((n, model_sized[n]) for n in methods_mod.needs(self.methods))
+        data.update((k, v) for k, v in model_sized.items() if k not in out.ALL)  # the methods' graph work
+        for m in self.methods:
+            data.update(m.raw(model_sized))
+        data.update(model=np.asarray(self.model), layer=np.asarray(self.layer),
+                    preprocessing=np.asarray(self.preprocessing), feeds=np.asarray(self.feeds),
+                    output_function=np.asarray(self.output_function))
+        return data
 
-    def _fused(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """gradcam()'s three float pictures, computed once."""
-        if self._fusion is None:
-            for name, value in self.raw().items():
+    def maps(self) -> Dict[str, np.ndarray]:
+        """Each method's map at the photo's size, before display scaling (``Method.compute``),
+        computed once. ValueError when the network gave NaN or infinite values."""
+        if self._maps is None:
+            for name, value in self.arrays.items():
                 if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                     raise ValueError("the network produced NaN or infinite values (%s)" % name)
-            self._fusion = gc.gradcam(self.conv_activations, self.conv_gradient,
-                                      self.guided_backprop_image, fusion=self.fusion)
-        return self._fusion
+            photo_sized = methods_mod.example({k: [v] for k, v in self.arrays.items()}, 0, photo_size=True)
+            self._maps = methods_mod.maps(self.methods, photo_sized, self.photo.shape[:2])
+        return self._maps
+
+    def input_maps(self, size: Tuple[int, int]) -> Dict[str, np.ndarray]:
+        """Each method's map at the model's input ``size`` (h_in, w_in), from the model-sized
+        gradients, as the faithfulness measures use them (``ggcam.evaluation``)."""
+        model_sized = methods_mod.example({k: [v] for k, v in self.arrays.items()}, 0, photo_size=False)
+        return methods_mod.maps(self.methods, model_sized, size)
 
     def picture(self, name: str) -> np.ndarray:
-        """One uint8 RGB picture at the photo's size (a name from ``PICTURES``), computed once."""
+        """One uint8 RGB picture at the photo's size (a name from ``picture_names``), computed once."""
         if name not in self._pictures:
-            cam, gbp, ggc = self._fused()
-            if name == "gradcam":
-                pic = gc.heatmap(cam)
-            elif name == "guided_backprop":
-                pic = gc.to_uint8(gbp)
-            elif name == "guided_gradcam":
-                pic = gc.to_uint8(ggc)
-            elif name == "overlay":
-                pic = gc.overlay(self.photo, cam)
-            elif name == "panel":
-                pic = gc.panel([self.photo] + [self.picture(n) for n in PICTURES[:4]],
-                               [self.caption] + [gc.TITLES[n] for n in PICTURES[:4]])
+            by_name = {m.name: m for m in self.methods}
+            if name in by_name:
+                pic = by_name[name].display(self.maps()[name])
+            elif name == OVERLAY and OVERLAY in self.picture_names:
+                first_cam = next(m for m in self.methods if m.cam)
+                pic = gc.overlay(self.photo, self.maps()[first_cam.name])
+            elif name == PANEL:
+                shown = self.picture_names[:-1]
+                pic = gc.panel([self.photo] + [self.picture(n) for n in shown],
+                               [self.caption] + [by_name[n].title if n in by_name else gc.TITLES[n] for n in shown])
             else:
-                raise KeyError("no picture named %r (one of %s)" % (name, ", ".join(PICTURES)))
+                raise KeyError("no picture named %r (one of %s)" % (name, ", ".join(self.picture_names)))
             self._pictures[name] = pic
         return self._pictures[name]
 
     def pictures(self) -> Dict[str, np.ndarray]:
-        """All uint8 RGB pictures at the photo's size, keyed by ``PICTURES``."""
-        return {name: self.picture(name) for name in PICTURES}
+        """All uint8 RGB pictures at the photo's size, keyed by ``picture_names``."""
+        return {name: self.picture(name) for name in self.picture_names}
 
     def overlay(self) -> Image.Image:
-        """Grad-CAM heatmap over the photo, as a PIL image."""
-        return Image.fromarray(self.picture("overlay"))
+        """The first CAM method's heatmap over the photo, as a PIL image."""
+        return Image.fromarray(self.picture(OVERLAY))
 
     def panel(self) -> Image.Image:
-        """Photo, Grad-CAM, guided backprop, Guided Grad-CAM and overlay side by side."""
+        """The photo, each method's picture and the overlay side by side."""
         return Image.fromarray(self.picture("panel"))
 
     def _repr_png_(self) -> bytes:  # Jupyter shows the panel
@@ -187,7 +216,7 @@ class Explanation:
         """(file name, bytes) of every file ``save_files`` writes, all computed up front."""
         pictures = self.pictures()
         data = [(INPUT_FILE, encoding.encode_picture(self.photo, ".jpg"))]
-        data += [(name + ".png", encoding.encode_picture(pictures[name])) for name in PICTURES]
+        data += [(name + ".png", encoding.encode_picture(pictures[name])) for name in self.picture_names]
         if save_raw:
             buffer = io.BytesIO()
             np.savez(buffer, **self.raw())
@@ -211,18 +240,20 @@ def file_record(data: bytes) -> Dict[str, int]:
     return {"bytes": len(data), "crc32": zlib.crc32(data) & 0xFFFFFFFF}
 
 
-def expected_files(save_raw: bool = False) -> Tuple[str, ...]:
-    """The files one explanation writes."""
-    return OUTPUT_FILES + ((RAW_FILE,) if save_raw else ())
+def expected_files(save_raw: bool = False, methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT
+                   ) -> Tuple[str, ...]:
+    """The files one explanation by ``methods`` writes."""
+    return (INPUT_FILE,) + tuple(n + ".png" for n in picture_names(methods)) + ((RAW_FILE,) if save_raw else ())
 
 
 def is_complete(folder: str, record: Optional[Dict[str, Dict[str, int]]], save_raw: bool = False,
-                open_file: Optional[Callable[[str], BinaryIO]] = None) -> bool:
+                open_file: Optional[Callable[[str], BinaryIO]] = None,
+                methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT) -> bool:
     """Whether ``folder`` holds every file of an explanation, each with the size and checksum
-    in ``record`` (from ``Explanation.save_files``): a zero-byte, truncated or altered file,
+    in ``record`` (from ``Explanation.save_files``) and every file ``methods`` make: a zero-byte, truncated or altered file,
     or a missing record, makes it incomplete. ``open_file(path)`` opens a file for reading
     (default: the local ``open``; the Beam pipeline passes its file systems' opener)."""
-    if not isinstance(record, dict) or not set(expected_files(save_raw)) <= set(record):
+    if not isinstance(record, dict) or not set(expected_files(save_raw, methods)) <= set(record):
         return False
     for name, expected in record.items():
         try:

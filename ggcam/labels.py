@@ -1,6 +1,6 @@
 """Matching a class given by index or name against a model's class names."""
 import re
-from typing import List
+from typing import List, Optional
 
 
 class LabelError(ValueError):
@@ -39,3 +39,13 @@ def resolve(label, names: List[str]) -> int:
     listed = "; ".join("%d %s" % (i, names[i]) for i in candidates[:8])
     more = " ..." if len(candidates) > 8 else ""
     raise LabelError("%r matches %d classes: %s%s" % (label, len(candidates), listed, more))
+
+
+def target_of(label: str, names: Optional[List[str]]):
+    """A class given as text (an index, or a name when ``names`` are known) -> its Target."""
+    from ggcam.targets import Target
+    if names is None:
+        if not label.strip().isdigit():
+            raise LabelError("this model's classes have no names: give an index, or --labels=FILE")
+        return Target.of(int(label))
+    return Target.of(resolve(label, names))

@@ -46,52 +46,44 @@ def keep_artifact(path: str) -> Optional[str]:
 
 @pytest.fixture(scope="session")
 def shared_graphs():
-    """One built graph per zoo model, checkpoint, layer and guided rule for the whole session.
+    """One built graph per zoo model, checkpoint, layer, guided rule and outputs for the whole session.
 
-    ``ggcam.engine.graph.GuidedGradCamGraph`` (which ``open_graph``, so ``Explainer``, ``inference.main`` and
-    ``evaluate.main`` go through) is replaced by a subclass whose constructor builds a real
-    graph the first time a (zoo model, checkpoint, layer, rule) is asked for and hands the same
-    one out afterwards; its ``close()`` does nothing until the session ends. Builds that fail
-    (missing or mismatched checkpoint) raise as usual and are not cached; models other than zoo
-    models and special session configs always get a graph of their own. Yields the cache.
+    ``ggcam.engine.graph.open_graph`` (which ``Explainer``, ``inference.main`` and ``evaluate.main``
+    go through) is replaced by a function that builds a real graph the first time a (zoo model,
+    checkpoint, layer, rule, outputs) is asked for and hands the same one out afterwards; its
+    ``close()`` does nothing until the session ends. Builds that fail (missing or mismatched
+    checkpoint) raise as usual and are not kept; other models and special session configs get
+    a graph of their own. Yields the graphs by key.
     """
+    from ggcam import outputs as out
     from ggcam.engine import graph as graph_mod
     from ggcam.models.slim import SlimModel
-    real = graph_mod.GuidedGradCamGraph
+    real_open = graph_mod.open_graph
     built = {}
 
-    class SharedGraph(real):
-        """A subclass, so isinstance checks keep working while the patch is in place."""
-
-        def __new__(cls, model, layer=None, guided_relu6: str = "exact", config=None, cache=False):
-            # cache (the graph cache) is ignored: the session's graphs are shared in memory
-            key = None
-            if isinstance(model, SlimModel) and config is None:
-                key = (model.name, os.path.abspath(model.checkpoint), layer, guided_relu6)
-            if key is None or key not in built:
-                g = object.__new__(cls)
-                real.__init__(g, model, layer, guided_relu6, config)  # raises for a bad checkpoint
-                if key is None:
-                    return g
-                g._shared = True
-                built[key] = g
-            return built[key]
-
-        def __init__(self, *args, **kwargs):  # built in __new__
-            pass
+    class SharedGraph(graph_mod.GuidedGradCamGraph):
+        """A graph the session's tests share: closed when the session ends."""
 
         def close(self) -> None:
-            if not getattr(self, "_shared", False):
-                real.close(self)
+            pass
+
+    def open_shared(model, layer=None, guided_relu6="exact", config=None, cache=False, outputs=out.STANDARD):
+        # cache (the graph cache) is ignored: the session's graphs are shared in memory
+        if not isinstance(model, SlimModel) or config is not None:
+            return real_open(model, layer, guided_relu6, config, cache=cache, outputs=outputs)
+        key = (model.name, os.path.abspath(model.checkpoint), layer, guided_relu6, out.graph_outputs(outputs))
+        if key not in built:
+            built[key] = SharedGraph(model, layer, guided_relu6, config, outputs=outputs)  # raises for a bad checkpoint
+        return built[key]
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(graph_mod, "GuidedGradCamGraph", SharedGraph)
+    patch.setattr(graph_mod, "open_graph", open_shared)
     try:
         yield built
     finally:
         patch.undo()
         for g in built.values():
-            real.close(g)
+            graph_mod.GuidedGradCamGraph.close(g)
         built.clear()
 
 
@@ -99,7 +91,7 @@ def mobilenet_graph(layer=None, guided_relu6: str = "exact"):
     """The session's shared MobileNet V1 graph (with the ``shared_graphs`` fixture active)."""
     from ggcam.engine import graph as graph_mod
     from ggcam.models.slim import SlimModel
-    return graph_mod.GuidedGradCamGraph(SlimModel("mobilenet_v1"), layer, guided_relu6)
+    return graph_mod.open_graph(SlimModel("mobilenet_v1"), layer, guided_relu6)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from ggcam.models.imagenet import load_labels
 import pytest
 from PIL import Image
 
-from ggcam.runs import gallery
+from ggcam.runs import gallery, naming
 import inference
 from ggcam import cli as cli_mod
 from ggcam import labels as labels_mod
@@ -105,12 +105,12 @@ def test_read_labels_file_names_indices_header_and_errors(tmp_path):
 
 
 def test_folder_names_are_file_names_made_unique_by_a_hash():
-    stems = cli_mod.folder_names(["/x/a/cat.png", "/x/b/cat.png", "/x/dog.jpg"])
+    stems = naming.folder_names(["/x/a/cat.png", "/x/b/cat.png", "/x/dog.jpg"])
     assert stems["/x/dog.jpg"] == "dog"
     first, second = stems["/x/a/cat.png"], stems["/x/b/cat.png"]
     assert first != second and first.startswith("cat-") and second.startswith("cat-")
     assert len(first) == len("cat-") + 8
-    assert cli_mod.folder_names(["/x/a/cat.png", "/x/b/cat.png"]) == {
+    assert naming.folder_names(["/x/a/cat.png", "/x/b/cat.png"]) == {
         "/x/a/cat.png": first, "/x/b/cat.png": second}                      # stable
 
 
@@ -162,7 +162,7 @@ def test_gallery_write_links_pictures_and_escapes_errors(tmp_path):
     assert path == str(tmp_path / gallery.INDEX_FILE)
     page = open(path, encoding="utf-8").read()
     refs = re.findall(r'(?:src|href)="([^"]+)"', page)
-    assert sorted(set(refs)) == sorted("a%20b_286/" + f for f, _ in gallery.COLUMNS)
+    assert sorted(set(refs)) == sorted("a%20b_286/" + f for f, _ in gallery.columns({}))
     assert "<title>Run &lt;1&gt;</title>" in page
     assert "/p/&lt;bad&gt;.png: not an image file" in page and "<bad>" not in page
     assert "1 explained, 1 failed" in page

@@ -213,12 +213,13 @@ def test_rerun_asking_for_raw_arrays_redoes_folders_without_them(tmp_path, capsy
 # ----------------------------------------------------------------------------- smaller defects
 
 def test_explain_after_close_is_a_clear_error():
-    from ggcam import explainer
+    from types import SimpleNamespace
+    from ggcam import explainer, outputs
     from ggcam.engine.graph import GuidedGradCamGraph
-    graph = object.__new__(GuidedGradCamGraph)  # no TensorFlow graph needed
-    graph.closed = True
-    ex = object.__new__(explainer.Explainer)
-    ex.graph, ex.names, ex.fusion, ex.batch_size, ex.max_side = graph, ["c"] * 1001, "paper", 8, 2048
+    graph = object.__new__(GuidedGradCamGraph)  # no TensorFlow graph needed: it is closed
+    graph.closed, graph.built = True, SimpleNamespace(outputs=outputs.STANDARD)
+    graph.model = SimpleNamespace(class_names=["c"] * 1001, describe=dict)
+    ex = explainer.Explainer.from_graph(graph)
     with pytest.raises(RuntimeError, match="this explainer is closed"):
         ex.explain(np.zeros((8, 8, 3), np.uint8))
 

@@ -253,10 +253,13 @@ def test_every_rectifier_like_activation_is_guided_by_its_own_derivative(tmp_pat
     upstream = READOUT[:, 0] / 36.0
     for rule, gate in (("exact", np.maximum(upstream, 0.0)), ("plain", upstream)):
         with GuidedGradCamGraph(model if rule == "exact" else FrozenGraphModel(path, input_range=(-2.0, 2.0)),
-                                guided_relu6=rule) as graph:
+                                guided_relu6=rule, outputs=["plain_gradient"]) as graph:
             out = graph.run([photo], [Target.of(0)])
         expected = 4.0 * gate * derivative(x.astype(np.float64))
         np.testing.assert_allclose(out["guided_backprop"][0], expected, rtol=1e-4, atol=1e-7, err_msg=rule)
+        # the same graph's unguided input gradient, whatever the rule
+        np.testing.assert_allclose(out["plain_gradient"][0], 4.0 * upstream * derivative(x.astype(np.float64)),
+                                   rtol=1e-4, atol=1e-7, err_msg=rule)
     assert not any("keep their own gradient" in n for n in model.notes), model.notes
 
 
@@ -290,10 +293,12 @@ def test_keras_activations_are_guided_by_their_own_derivative(tmp_path, activati
     keras_activation_file(path, activation)
     photo = np.random.RandomState(8).uniform(0.0, 1.0, (6, 6, 3)).astype(np.float32)
     derivative = ACTIVATIONS[activation][1]
-    with GuidedGradCamGraph(KerasModel(path, input_range=(-2.0, 2.0))) as graph:
+    with GuidedGradCamGraph(KerasModel(path, input_range=(-2.0, 2.0)), outputs=["plain_gradient"]) as graph:
         out = graph.run([photo], [Target.of(1)])
-    expected = 4.0 * np.maximum(READOUT[:, 1] / 36.0, 0.0) * derivative(photo.astype(np.float64) * 4.0 - 2.0)
-    np.testing.assert_allclose(out["guided_backprop"][0], expected, rtol=1e-4, atol=1e-7)
+    own = derivative(photo.astype(np.float64) * 4.0 - 2.0)
+    np.testing.assert_allclose(out["guided_backprop"][0], 4.0 * np.maximum(READOUT[:, 1] / 36.0, 0.0) * own,
+                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(out["plain_gradient"][0], 4.0 * READOUT[:, 1] / 36.0 * own, rtol=1e-4, atol=1e-7)
 
 
 # ----------------------------------------------------------------------------- channels first

@@ -5,22 +5,25 @@ No TensorFlow here: ``--help`` and usage errors never load it.
 import argparse
 import csv
 import glob
-import hashlib
 import os
+import signal
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ggcam import labels as labels_mod
+from ggcam import methods as methods_mod
+from ggcam.core.gradcam import FUSIONS
+from ggcam.errors import OptionsError
+from ggcam.io import decoding
+from ggcam.runs.naming import GLOB_CHARS, IMAGE_EXTENSIONS
 from ggcam.models import FILE_ONLY, zoo
 from ggcam.targets import Target
+from ggcam.tf.guided import RULES
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-                    ".ppm", ".pgm", ".pbm", ".pnm")
-GLOB_CHARS = "*?["
 
 
-class UsageError(Exception):
+class UsageError(OptionsError):
     """Bad command-line input; exits with status 2."""
 
 
@@ -172,13 +175,78 @@ def class_names(args: argparse.Namespace) -> Optional[List[str]]:
         raise RuntimeError(str(exc))
 
 
-def resolve_target(label: str, names: Optional[List[str]]) -> Target:
-    """--label's value (an index, or a name when names are known) -> Target."""
-    if names is None:
-        if not label.strip().isdigit():
-            raise labels_mod.LabelError("this model's classes have no names: give an index, or --labels=FILE")
-        return Target.of(int(label))
-    return Target.of(labels_mod.resolve(label, names))
+resolve_target = labels_mod.target_of
+
+
+# ----------------------------------------------------------------------------- what to explain, and how
+
+def add_target_flags(p: argparse.ArgumentParser, images_help: str, labels_file_help: str) -> None:
+    """The flags saying which images and classes to explain (explain and beam)."""
+    g = p.add_argument_group("images and targets")
+    g.add_argument("--image", action="append", default=None, help=images_help)
+    g.add_argument("--label", default=None,
+                   help="class to explain for every image: an index (the zoo models' ImageNet classes are "
+                        "listed in ggcam/data/imagenet_labels.txt) or a name ('tabby cat'); default: the best class")
+    g.add_argument("--top_k_targets", type=int, default=None,
+                   help="explain each of the K best classes of every image")
+    g.add_argument("--labels_file", default=None, help=labels_file_help)
+
+
+def add_method_flags(p: argparse.ArgumentParser) -> None:
+    """The flags saying which maps are made and how (explain, beam and evaluate)."""
+    g = p.add_argument_group("methods")
+    g.add_argument("--methods", default=",".join(methods_mod.DEFAULT),
+                   help="comma-separated maps to make, among %s (default: %%(default)s); each is "
+                        "written as NAME.png, with an overlay of the first CAM map and a panel"
+                        % ", ".join(methods_mod.names()))
+    g.add_argument("--guided_relu6", choices=RULES, default="exact",
+                   help="exact: true ReLU6 derivative (no gradient through saturated units); "
+                        "seed: the seed's rule (gradient also passes where output = 6); "
+                        "plain: no guidance, the vanilla gradient")
+    g.add_argument("--fusion", choices=FUSIONS, default="paper",
+                   help="paper: raw guided gradient x CAM, then scaled for display; "
+                        "seed: min-max normalised guided gradient x CAM")
+
+
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the files a run writes (explain and beam)."""
+    p.add_argument("--max_side", type=int, default=decoding.DEFAULT_MAX_SIDE,
+                   help="shrink photos longer than this many pixels first (default: %(default)s)")
+    p.add_argument("--save_raw", action="store_true", help="also write raw.npz (see README)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo images whose outputs are already complete (default: skip them)")
+
+
+def methods_from_flags(args: argparse.Namespace) -> Tuple[str, ...]:
+    """--methods -> method names, each known (a usage error otherwise)."""
+    chosen = tuple(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
+    unknown = [m for m in chosen if m not in methods_mod.names()]
+    if unknown or not chosen:
+        raise UsageError("--methods: %s; choose among %s" % ("unknown %s" % ", ".join(unknown) if unknown else "none given",
+                                                            ", ".join(methods_mod.names())))
+    return chosen
+
+
+def targets_from_flags(args: argparse.Namespace, names: Optional[List[str]]) -> List[Target]:
+    """--label / --top_k_targets -> the targets of every image (the best class by default)."""
+    if args.top_k_targets:
+        if names is not None and args.top_k_targets > len(names):
+            raise UsageError("--top_k_targets must be at most %d (the model's classes)" % len(names))
+        return [Target.best(r) for r in range(1, args.top_k_targets + 1)]
+    if args.label is not None:
+        try:
+            return [resolve_target(args.label, names)]
+        except labels_mod.LabelError as exc:
+            raise UsageError("--label: %s" % exc)
+    return [Target.best()]
+
+
+def check_minimums(args: argparse.Namespace, minimums: Dict[str, int]) -> None:
+    """A usage error for a flag given below its minimum."""
+    for flag, minimum in minimums.items():
+        value = getattr(args, flag)
+        if value is not None and value < minimum:
+            raise UsageError("--%s must be at least %d" % (flag, minimum))
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -300,19 +368,6 @@ def read_labels_file(path: str, names: Optional[List[str]]) -> List[Tuple[str, L
     return [jobs[r] for r in order]
 
 
-def folder_names(paths: Sequence[str]) -> Dict[str, str]:
-    """A folder-name stem per path: the file name, made unique with a hash where needed."""
-    stems = {p: os.path.splitext(os.path.basename(p))[0] or "image" for p in paths}
-    counts = {}
-    for p in set(paths):
-        counts[stems[p]] = counts.get(stems[p], 0) + 1
-    return {p: s if counts[s] == 1 else "%s-%s" % (s, short_hash(p)) for p, s in stems.items()}
-
-
-def short_hash(path: str) -> str:
-    return hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]
-
-
 # ----------------------------------------------------------------------------- output
 
 def print_top(top: Sequence[Tuple[int, str, float, Optional[float]]]) -> None:
@@ -344,18 +399,26 @@ def show(path: str) -> None:
         print("warning: --show: no display or viewer available; see %s" % path, file=sys.stderr)
 
 
+def print_summary(summary) -> int:
+    """A folder run's last line (``ggcam.runs.folder.Summary``); its exit status."""
+    print("%d explanation(s) of %d image(s), %d failed, %d image(s) already done%s; see %s"
+          % (summary.explained, summary.images, summary.failed, summary.skipped,
+             "; %d row(s) of earlier runs kept" % summary.kept if summary.kept else "", summary.index))
+    return EXIT_RUNTIME if summary.failed else EXIT_OK
+
+
 def run_cli(run_fn: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
             argv: Optional[List[str]] = None) -> int:
     """Parse ``argv`` and call ``run_fn``; every failure becomes one line on stderr and an
     exit status: 2 for usage errors, 130 when interrupted, 1 otherwise."""
     try:
         return run_fn(parser.parse_args(argv))
-    except UsageError as exc:
+    except OptionsError as exc:  # UsageError, and the library's own (an option that does not fit)
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a folder run's says what its results cover, and which signal
+        print(str(exc) or "error: interrupted", file=sys.stderr)
+        return 128 + int(getattr(exc, "signal", signal.SIGINT))
     except Exception as exc:  # every other failure is reported in one line, no traceback
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print("error: %s" % message, file=sys.stderr)

@@ -20,14 +20,12 @@ import sys
 from typing import List, Optional
 
 from ggcam import cli
-from ggcam.io import decoding, safe_files
-from ggcam.core.gradcam import FUSIONS
-from ggcam.tf.guided import RULES
+from ggcam.io import safe_files
 from ggcam.targets import Target
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds ggcam
 DEFAULT_OUTPUT = "gradcam_beam_output"
-METRIC_MAPS = ("gradcam", "guided_backprop", "guided_gradcam", "random")  # as ggcam.runs.beam's
+BASELINE_MAPS = ("random",)  # --metric_maps beside the methods made (as ggcam.runs.beam's)
 MODEL_PATH_FLAGS = ("checkpoint", "graph", "saved_model", "keras", "meta_graph", "labels")
 
 EPILOG = """Beam's pipeline options pass through, e.g.:
@@ -42,23 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser(description="Guided Grad-CAM over many images with Apache Beam: the model, target and "
                                "picture flags of inference.py, plus Beam's pipeline options.",
                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    p.add_argument("--image", action="append", default=None,
-                   help="photos: a folder, a quoted glob ('photos/**/*.jpg'), @list.txt or a file; a gs:// or "
-                        "s3:// glob, folder (ending in /) or file; repeatable")
-    p.add_argument("--labels_file", default=None,
-                   help="CSV of 'path,label' rows (as for inference.py); replaces --image")
-    p.add_argument("--label", default=None,
-                   help="class to explain for every image: an index or a name; default: the best class")
-    p.add_argument("--top_k_targets", type=int, default=None, help="explain each of the K best classes of every image")
+    cli.add_target_flags(p, images_help="photos: a folder, a quoted glob ('photos/**/*.jpg'), @list.txt or a file; a "
+                                        "gs:// or s3:// glob, folder (ending in /) or file; repeatable",
+                         labels_file_help="CSV of 'path,label' rows (as for inference.py); replaces --image")
     p.add_argument("--output_dir", default=None,
                    help="output folder, local or a gs:// / s3:// URL (default: ./%s)" % DEFAULT_OUTPUT)
-    p.add_argument("--guided_relu6", choices=RULES, default="exact", help="as for inference.py")
-    p.add_argument("--fusion", choices=FUSIONS, default="paper", help="as for inference.py")
-    p.add_argument("--max_side", type=int, default=decoding.DEFAULT_MAX_SIDE,
-                   help="shrink photos longer than this many pixels first (default: %(default)s)")
-    p.add_argument("--save_raw", action="store_true", help="also write raw.npz (see README)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="redo images whose outputs are already complete (default: skip them)")
+    cli.add_output_flags(p)
     p.add_argument("--min_batch_size", type=int, default=1,
                    help="RunInference's smallest batch of images per graph run (default: %(default)s)")
     p.add_argument("--max_batch_size", type=int, default=8,
@@ -66,42 +53,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", action="store_true",
                    help="add each row's deletion and insertion AUC (evaluate.py's) and write "
                         "metrics_summary.csv/.json: means with 95%% confidence intervals")
-    p.add_argument("--metric_maps", default="guided_gradcam",
-                   help="--metrics: comma-separated maps among %s (default: %%(default)s)" % ", ".join(METRIC_MAPS))
+    p.add_argument("--metric_maps", default=None,
+                   help="--metrics: comma-separated maps among --methods and %s (default: guided_gradcam when "
+                        "it is made, else the first of --methods)" % ", ".join(BASELINE_MAPS))
     p.add_argument("--metric_steps", type=int, default=16, help="--metrics: deletion / insertion steps (default: 16)")
+    cli.add_method_flags(p)
     cli.add_model_flags(p)
     return p
 
 
-def targets_from_flags(args: argparse.Namespace, names) -> List[Target]:
-    """--label / --top_k_targets -> the Targets of every image (inference.py's rules)."""
-    if args.top_k_targets:
-        if names is not None and args.top_k_targets > len(names):
-            raise cli.UsageError("--top_k_targets must be at most %d (the model's classes)" % len(names))
-        return [Target.best(r) for r in range(1, args.top_k_targets + 1)]
-    if args.label is not None:
-        try:
-            return [cli.resolve_target(args.label, names)]
-        except cli.labels_mod.LabelError as exc:
-            raise cli.UsageError("--label: %s" % exc)
-    return [Target.best()]
-
-
 def check_flags(args: argparse.Namespace) -> List[str]:
-    for flag, minimum in (("max_side", 32), ("top_k_targets", 1), ("min_batch_size", 1), ("max_batch_size", 1),
-                          ("metric_steps", 1)):
-        value = getattr(args, flag)
-        if value is not None and value < minimum:
-            raise cli.UsageError("--%s must be at least %d" % (flag, minimum))
+    """Usage errors among our flags; the maps --metrics scores (none without --metrics)."""
+    cli.check_minimums(args, {"max_side": 32, "top_k_targets": 1, "min_batch_size": 1, "max_batch_size": 1,
+                              "metric_steps": 1})
     if args.min_batch_size > args.max_batch_size:
         raise cli.UsageError("--min_batch_size must not exceed --max_batch_size")
     if args.list_layers:
         raise cli.UsageError("--list_layers is inference.py's (python inference.py --list_layers ...)")
     cli.check_image_flags(args)
-    maps = [m.strip() for m in args.metric_maps.split(",") if m.strip()]
-    unknown = [m for m in maps if m not in METRIC_MAPS]
+    methods = cli.methods_from_flags(args)
+    choices = list(methods) + list(BASELINE_MAPS)
+    given = args.metric_maps if args.metric_maps is not None else (
+        "guided_gradcam" if "guided_gradcam" in methods else methods[0])
+    maps = [m.strip() for m in given.split(",") if m.strip()]
+    unknown = [m for m in maps if m not in choices]
     if unknown or not maps:
-        raise cli.UsageError("--metric_maps: choose among %s" % ", ".join(METRIC_MAPS))
+        raise cli.UsageError("--metric_maps: choose among %s (the maps --methods makes, and the baselines)"
+                             % ", ".join(choices))
     return maps if args.metrics else []
 
 
@@ -137,7 +115,7 @@ def run(args: argparse.Namespace, beam_argv: List[str]) -> int:
     if args.labels_file:
         listed = cli.read_labels_file(args.labels_file, names)
     else:
-        targets = targets_from_flags(args, names)
+        targets = cli.targets_from_flags(args, names)
         remote_specs = [s for s in args.image if bp.is_remote(s)]
         local_specs = [s for s in args.image if not bp.is_remote(s)]
         listed = [(p, targets) for p in cli.expand_images(local_specs)[0]] if local_specs else []
@@ -162,7 +140,7 @@ def run(args: argparse.Namespace, beam_argv: List[str]) -> int:
                            fusion=args.fusion, max_side=args.max_side, save_raw=args.save_raw,
                            overwrite=args.overwrite, min_batch_size=args.min_batch_size,
                            max_batch_size=args.max_batch_size, metric_maps=metric_maps,
-                           metric_steps=args.metric_steps)
+                           metric_steps=args.metric_steps, methods=cli.methods_from_flags(args))
     jobs = [bp.job(path, ts) for path, ts in listed]
     lock = None if remote_out else safe_files.FolderLock(out_root).acquire()
     try:

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class sensitivity: compare the best class with the K-th best (default: %d, or the "
                         "model's last class when it has fewer)" % evaluation.DEFAULT_LOW_RANK)
     p.add_argument("--seed", type=int, default=0, help="random seed (re-initialisation, random map)")
+    p.add_argument("--methods", default=",".join(evaluation.MAP_METHODS),
+                   help="comma-separated maps to check, as for inference.py (default: %(default)s)")
     cli.add_model_flags(p)
     return p
 
@@ -53,9 +55,15 @@ def run(args: argparse.Namespace) -> int:
     if args.low_rank is not None and not 2 <= args.low_rank <= (len(names) if names else args.low_rank):
         raise cli.UsageError("--low_rank must be in 2..%s" % (len(names) if names else "the model's classes"))
     boxes = evaluation.read_boxes(args.boxes, names) if args.boxes else {}
+    methods = cli.methods_from_flags(args)
     paths, _ = cli.expand_images(args.image)
-    return evaluation.evaluate(paths, model_kwargs, args.output_dir, checks, boxes=boxes, layer=args.layer,
-                               steps=args.steps, low_rank=args.low_rank, seed=args.seed)
+    done = evaluation.evaluate(paths, model_kwargs, args.output_dir, checks, boxes=boxes, layer=args.layer,
+                               steps=args.steps, low_rank=args.low_rank, seed=args.seed, methods=methods)
+    print(done.report)
+    if done.failed:
+        print("%d of %d image(s) could not be read and were left out"
+              % (len(done.failed), len(paths)), file=sys.stderr)
+    return cli.EXIT_RUNTIME if done.failed else cli.EXIT_OK
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -18,8 +18,6 @@ from ggcam import cli
 from ggcam.runs import folder as folder_run
 from ggcam.io import decoding, safe_files
 from ggcam.timing import stamp
-from ggcam.core.gradcam import FUSIONS
-from ggcam.tf.guided import RULES
 from ggcam.targets import Target
 
 # Measured with benchmarks/tf_build.py: 8 gave the most images/s on a 2-core machine.
@@ -31,39 +29,22 @@ QUICK_START = False
 def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser(description="Guided Grad-CAM for TensorFlow 1 image classifiers: TF-slim zoo networks, "
                                "frozen graphs, SavedModels, MetaGraphs and Keras files.")
-    p.add_argument("--image", action="append", default=None,
-                   help="photo to explain; or a folder, a quoted glob ('photos/*.jpg') or @list.txt "
-                        "(one path per line, relative to the list's folder); repeatable")
-    p.add_argument("--label", default=None,
-                   help="class to explain for every image: an index (the zoo models' ImageNet classes are "
-                        "listed in ggcam/data/imagenet_labels.txt) or a name ('tabby cat'); default: the best class")
-    p.add_argument("--top_k_targets", type=int, default=None,
-                   help="explain each of the K best classes of every image")
-    p.add_argument("--labels_file", default=None,
-                   help="CSV of 'path,label' rows (label: index or name; a path may repeat), "
-                        "paths relative to the CSV's folder; replaces --image")
+    cli.add_target_flags(p, images_help="photo to explain; or a folder, a quoted glob ('photos/*.jpg') or @list.txt "
+                                        "(one path per line, relative to the list's folder); repeatable",
+                         labels_file_help="CSV of 'path,label' rows (label: index or name; a path may repeat), "
+                                          "paths relative to the CSV's folder; replaces --image")
     p.add_argument("--output_dir", default=None,
                    help="output folder (default: ./<image name>_<class> for one image, "
                         "./%s otherwise)" % folder_run.DEFAULT_OUTPUT)
     p.add_argument("--top_k", type=int, default=5,
                    help="one image: print the K best classes: index, name, logit, probability (0: none)")
-    p.add_argument("--guided_relu6", choices=RULES, default="exact",
-                   help="exact: true ReLU6 derivative (no gradient through saturated units); "
-                        "seed: the seed's rule (gradient also passes where output = 6); "
-                        "plain: no guidance, the vanilla gradient")
-    p.add_argument("--fusion", choices=FUSIONS, default="paper",
-                   help="paper: raw guided gradient x CAM, then scaled for display; "
-                        "seed: min-max normalised guided gradient x CAM")
     p.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
                    help="images per graph run (default: %(default)s)")
-    p.add_argument("--max_side", type=int, default=decoding.DEFAULT_MAX_SIDE,
-                   help="shrink photos longer than this many pixels first (default: %(default)s)")
-    p.add_argument("--save_raw", action="store_true", help="also write raw.npz (see README)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="redo images whose outputs are already complete (default: skip them)")
+    cli.add_output_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--show", action="store_true",
                    help="open the panel (one image) or index.html (several) in a viewer")
+    cli.add_method_flags(p)
     cli.add_model_flags(p)
     return p
 
@@ -75,7 +56,7 @@ def make_explainer(args: argparse.Namespace):
     stamp("import_tensorflow_and_ggcam")
     ex = Explainer(layer=args.layer, guided_relu6=args.guided_relu6, fusion=args.fusion,
                    batch_size=args.batch_size, max_side=args.max_side, cache_graph=True,
-                   **cli.model_kwargs(args))
+                   methods=cli.methods_from_flags(args), **cli.model_kwargs(args))
     for note in ex.model.notes:
         if not (args.layer and note.startswith("layer:")):  # the automatic choice was not used
             print("note: %s" % note, file=sys.stderr)
@@ -136,35 +117,33 @@ def run_single(args: argparse.Namespace, path: str, target: Target) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag in ("top_k", "batch_size", "max_side", "top_k_targets"):
-        value = getattr(args, flag)
-        minimum = {"top_k": 0, "max_side": 32}.get(flag, 1)
-        if value is not None and value < minimum:
-            raise cli.UsageError("--%s must be at least %d" % (flag, minimum))
+    cli.check_minimums(args, {"top_k": 0, "batch_size": 1, "max_side": 32, "top_k_targets": 1})
+    methods = cli.methods_from_flags(args)
     cli.model_kwargs(args)  # usage errors in the model flags, before anything is read
     if args.list_layers:
         return list_layers(args)
     cli.check_image_flags(args)
     names = cli.class_names(args)
-    if args.top_k_targets and names is not None and args.top_k_targets > len(names):
-        raise cli.UsageError("--top_k_targets must be at most %d (the model's classes)" % len(names))
-    targets = [Target.best()]
-    if args.top_k_targets:
-        targets = [Target.best(r) for r in range(1, args.top_k_targets + 1)]
-    elif args.label is not None:
-        try:
-            targets = [cli.resolve_target(args.label, names)]
-        except cli.labels_mod.LabelError as exc:
-            raise cli.UsageError("--label: %s" % exc)
+    targets = cli.targets_from_flags(args, names)
+
     def explainer():
         return make_explainer(args)
 
+    options = folder_run.Options(args.output_dir, overwrite=args.overwrite, save_raw=args.save_raw,
+                                 batch_size=args.batch_size, max_side=args.max_side, quiet=args.quiet,
+                                 methods=methods)
     if args.labels_file:
-        return folder_run.run_batch(args, cli.read_labels_file(args.labels_file, names), explainer)
-    paths, single = cli.expand_images(args.image)
-    if single and len(targets) == 1:
-        return run_single(args, paths[0], targets[0])
-    return folder_run.run_batch(args, [(p, targets) for p in paths], explainer)
+        jobs = cli.read_labels_file(args.labels_file, names)
+    else:
+        paths, single = cli.expand_images(args.image)
+        if single and len(targets) == 1:
+            return run_single(args, paths[0], targets[0])
+        jobs = [(p, targets) for p in paths]
+    summary = folder_run.run_batch(options, jobs, explainer)
+    status = cli.print_summary(summary)
+    if args.show:
+        cli.show(summary.index)
+    return status
 
 
 def main(argv: Optional[List[str]] = None, quick_start: bool = False) -> int:

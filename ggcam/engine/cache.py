@@ -29,7 +29,8 @@ ENV = "GGCAM_GRAPH_CACHE"
 KEEP = 16
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The files whose code decides which ops a graph gets.
-_SOURCES = ("ggcam/engine/*.py", "ggcam/tf/*.py", "ggcam/models/*.py", "ggcam/nets/*.py")
+_SOURCES = ("ggcam/engine/*.py", "ggcam/tf/*.py", "ggcam/models/*.py", "ggcam/nets/*.py", "ggcam/targets/*.py",
+            "ggcam/outputs.py")
 
 
 def folder() -> Optional[str]:

@@ -14,9 +14,10 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from ggcam import outputs as out
 from ggcam.engine import isolation
 from ggcam.models.base import Model, ModelError
-from ggcam.targets import Target
+from ggcam.targets import as_target
 
 # Seconds past a run's time limit before the child is stopped from here.
 _GRACE = 5.0
@@ -24,11 +25,12 @@ _GRACE = 5.0
 _CALLS = ("run", "logits", "resize", "photo_gradient")
 
 
-def serve(channel: isolation.Channel, model: Model, layer: Optional[str], guided_relu6: str, config) -> None:
+def serve(channel: isolation.Channel, model: Model, layer: Optional[str], guided_relu6: str, config,
+          outputs: Sequence[str] = out.STANDARD) -> None:
     """The child's side: build the graph, answer its facts, then serve calls until told to stop."""
     from ggcam.engine.graph import GuidedGradCamGraph  # TensorFlow loads here, in the child
-    graph = GuidedGradCamGraph(model, layer, guided_relu6, config)
-    channel.answer({"model": model.facts(), "layer_name": graph.layer_name,
+    graph = GuidedGradCamGraph(model, layer, guided_relu6, config, outputs=outputs)
+    channel.answer({"model": model.facts(), "layer_name": graph.layer_name, "outputs": list(graph.outputs),
                     "plain_layer_pass": graph.plain_layer_pass, "layers": graph.layer_table(),
                     "weight_layers": graph.weight_layers()})
     randomizer = None
@@ -59,10 +61,12 @@ class RemoteGraph:
     """A graph for ``model`` in a child process (module docstring); use as a context manager
     or call ``close()``. ``model`` gets the facts the child found (``Model.adopt_facts``)."""
 
-    def __init__(self, model: Model, layer: Optional[str] = None, guided_relu6: str = "exact", config=None):
+    def __init__(self, model: Model, layer: Optional[str] = None, guided_relu6: str = "exact", config=None,
+                 outputs: Sequence[str] = out.STANDARD):
         self.model = model
         self.closed = True
-        self._child = isolation.Child("serve", "ggcam.engine.worker:serve", (model, layer, guided_relu6, config),
+        self._child = isolation.Child("serve", "ggcam.engine.worker:serve",
+                                      (model, layer, guided_relu6, config, tuple(outputs)),
                                       model.path, model.file_sizes(), error=ModelError)
         try:
             facts = self._child.receive(isolation.check_timeout(), "being read", isolation.TIMEOUT_ENV)
@@ -71,6 +75,7 @@ class RemoteGraph:
             raise
         model.adopt_facts(facts["model"])
         self.layer_name, self.plain_layer_pass = facts["layer_name"], facts["plain_layer_pass"]
+        self.outputs = tuple(facts["outputs"])
         self._layers = [tuple(row) for row in facts["layers"]]
         self._weight_layers = facts["weight_layers"]
         self.closed = False
@@ -92,13 +97,13 @@ class RemoteGraph:
                 self.closed = True
             raise
 
-    def run(self, photos: Union[np.ndarray, Sequence[np.ndarray]],
-            targets: Optional[Sequence[Union[Target, int]]] = None, photo_gradient: bool = True
+    def run(self, photos: Union[np.ndarray, Sequence[np.ndarray]], targets: Optional[Sequence] = None,
+            photo_gradient: bool = True, outputs: Optional[Sequence[str]] = None
             ) -> Dict[str, Union[np.ndarray, List[np.ndarray]]]:
         """As ``GuidedGradCamGraph.run``."""
         photos = [np.asarray(p, dtype=np.float32) for p in photos]
-        targets = None if targets is None else [t if isinstance(t, Target) else Target.of(int(t)) for t in targets]
-        return self._call("run", photos, targets, photo_gradient)
+        targets = None if targets is None else [t if hasattr(t, "kind") else as_target(t) for t in targets]
+        return self._call("run", photos, targets, photo_gradient, None if outputs is None else list(outputs))
 
     def logits(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         return self._call("logits", np.asarray(images, dtype=np.float32), batch_size)

@@ -20,30 +20,33 @@ d. Pointing game (Zhang et al., 2016) with boxes: a hit when the map's maximum l
 (similarity against randomised depth) and randomization_strip.png (the maps as layers are
 randomised). Importing this module loads no TensorFlow; ``evaluate`` does.
 """
-import contextlib
 import csv
 import io
 import json
 import os
 import sys
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
+from ggcam import labels as labels_mod
+from ggcam import methods as methods_mod
+from ggcam import outputs as out_names
 from ggcam.core import gradcam as gc
-from ggcam import cli
+from ggcam.errors import OptionsError
 from ggcam.io import decoding, safe_files
 from ggcam.engine.weights import not_applicable, short_names  # noqa: F401  (short_names: the reports')
 from ggcam.evaluation import metrics
 from ggcam.explanation import scores as model_scores
+from ggcam.methods.base import Method
 from ggcam.targets import Target
 
 CHECKS = ("randomization", "class", "deletion")
-MAP_METHODS = ("gradcam", "guided_backprop", "guided_gradcam")
+MAP_METHODS = methods_mod.DEFAULT  # what is checked unless told otherwise
 BASELINE_METHODS = ("gradient", "random")
-TITLES = dict(gc.TITLES, gradient="Gradient", random="Random")
+BASELINE_TITLES = {"gradient": "Gradient", "random": "Random"}
 STRIP_COLUMNS = 6     # layers shown in randomization_strip.png, evenly spaced, first and last included
 BLUR_SIGMA = 5.0      # insertion baseline, as in Petsiuk et al.
 GREY = 0.5            # deletion baseline: mid-grey in the [0, 1] image the model is fed
@@ -52,24 +55,27 @@ DEFAULT_LOW_RANK = 500
 
 # ----------------------------------------------------------------------------- maps
 
-def fused_maps(conv_activations: np.ndarray, conv_gradient: np.ndarray,
-               guided_backprop: np.ndarray) -> Dict[str, np.ndarray]:
-    """The three maps at the guided gradient's size, unscaled: gradcam [H, W] (the Grad-CAM
-    map of ``gradcam.cam_image``), guided_backprop [H, W, 3], guided_gradcam (``gradcam.fuse``)."""
-    cam = gc.cam_image(gc.compute_cam(conv_activations, conv_gradient),
-                       guided_backprop.shape[0], guided_backprop.shape[1])
-    return {"gradcam": cam, "guided_backprop": guided_backprop, "guided_gradcam": gc.fuse(guided_backprop, cam)}
+def method_list(methods: Optional[Sequence[Union[str, Method]]] = None) -> List[Method]:
+    """The methods checked (``ggcam.methods``): ``methods`` by name or as objects, default ``MAP_METHODS``."""
+    chosen = MAP_METHODS if methods is None else methods
+    return [m if isinstance(m, Method) else methods_mod.get(m) for m in chosen]
 
 
-def maps(out: Dict, i: int) -> Dict[str, np.ndarray]:
-    """Maps of image i of a graph run, at the model's input size (see ``fused_maps``)."""
-    return fused_maps(out["conv_activations"][i], out["conv_gradient"][i], out["guided_backprop"][i])
+def title(name: str) -> str:
+    """What a person reads for a method or baseline name."""
+    return BASELINE_TITLES.get(name) or methods_mod.get(name).title
+
+
+def maps(out: Dict, i: int, methods: Optional[Sequence[Method]] = None) -> Dict[str, np.ndarray]:
+    """Maps of image i of a graph run at the model's input size, before display scaling
+    (``Method.compute``), by method name."""
+    arrays = methods_mod.example(out, i, photo_size=False)
+    return methods_mod.maps(method_list(methods), arrays, arrays[out_names.GUIDED_GRADIENT].shape[:2])
 
 
 def compare(original: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> Dict[str, Tuple[float, float]]:
     """method -> (Spearman of absolute values, SSIM) between two sets of maps."""
-    return {m: (metrics.spearman(original[m], other[m]), metrics.ssim(original[m], other[m]))
-            for m in MAP_METHODS}
+    return {m: (metrics.spearman(original[m], other[m]), metrics.ssim(original[m], other[m])) for m in original}
 
 
 # ----------------------------------------------------------------------------- a. randomisation
@@ -83,7 +89,8 @@ def strip_layers(layers: Sequence[str], count: int = STRIP_COLUMNS) -> List[str]
     return [layers[i] for i in sorted(set(picks.tolist()))]
 
 
-def randomization(graph, images: np.ndarray, labels: Sequence[int], seed: int = 0
+def randomization(graph, images: np.ndarray, labels: Sequence[int], seed: int = 0,
+                  methods: Optional[Sequence[Method]] = None
                   ) -> Tuple[List[Dict], "OrderedDict[str, Dict[str, np.ndarray]]"]:
     """Rows (mode, depth, layer, image, method, spearman, ssim) for cascading and independent
     randomisation, and the first image's cascading maps at ``strip_layers`` (after "original").
@@ -93,7 +100,7 @@ def randomization(graph, images: np.ndarray, labels: Sequence[int], seed: int = 
 
     def run() -> List[Dict[str, np.ndarray]]:
         out = graph.run(images, targets, photo_gradient=False)
-        return [maps(out, i) for i in range(len(images))]
+        return [maps(out, i, methods) for i in range(len(images))]
 
     randomizer = graph.randomizer(seed)
     shown = set(strip_layers(list(randomizer.names.values())))
@@ -126,14 +133,15 @@ def low_rank_for(num_classes: int, low_rank: Optional[int] = None) -> int:
     return low_rank if low_rank is not None else min(DEFAULT_LOW_RANK, num_classes)
 
 
-def class_sensitivity(graph, images: np.ndarray, low_rank: int) -> List[Dict]:
+def class_sensitivity(graph, images: np.ndarray, low_rank: int, methods: Optional[Sequence[Method]] = None
+                      ) -> List[Dict]:
     """Rows comparing each image's maps for its best class and its low_rank-th best class."""
     n = len(images)
     out = graph.run(np.concatenate([images, images]), [Target.best(1)] * n + [Target.best(low_rank)] * n,
                     photo_gradient=False)
     rows = []
     for i in range(n):
-        for method, (rho, s) in compare(maps(out, i), maps(out, n + i)).items():
+        for method, (rho, s) in compare(maps(out, i, methods), maps(out, n + i, methods)).items():
             rows.append({"image": i, "top1": int(out["label"][i]), "other": int(out["label"][n + i]),
                          "method": method, "spearman": rho, "ssim": s})
     return rows
@@ -141,26 +149,27 @@ def class_sensitivity(graph, images: np.ndarray, low_rank: int) -> List[Dict]:
 
 # ----------------------------------------------------------------------------- c. deletion / insertion
 
-def faithfulness(graph, plain_graph, images: np.ndarray, out: Dict, steps: int, seed: int = 0) -> List[Dict]:
-    """Deletion / insertion AUCs per image and method, for each image's best class.
+def faithfulness(graph, images: np.ndarray, out: Dict, steps: int, seed: int = 0,
+                 methods: Optional[Sequence[Method]] = None) -> List[Dict]:
+    """Deletion / insertion AUCs per image and method (and the baselines), for each image's
+    best class.
 
     images: model-sized [N, h, w, 3] in [0, 1]; out: ``graph.run(images, None,
-    photo_gradient=False)`` of the trained model."""
+    photo_gradient=False)`` of the trained model, with the plain gradient (the baseline)."""
     labels = [int(label) for label in out["label"]]
-    plain = plain_graph.run(images, [Target.of(label) for label in labels], photo_gradient=False)
     rng = np.random.RandomState(seed)
     rows = []
     for i, image in enumerate(images):
         target = labels[i]
-        candidates = maps(out, i)
-        candidates["gradient"] = plain["guided_backprop"][i]
+        candidates = maps(out, i, methods)
+        candidates["gradient"] = out[out_names.PLAIN_GRADIENT][i]
         candidates["random"] = rng.random_sample(image.shape[:2])
         blurred = cv2.GaussianBlur(image, (0, 0), BLUR_SIGMA)
 
         def predict(batch: np.ndarray) -> np.ndarray:
             return model_scores(graph.logits(batch), graph.model.output_function)[:, target]
 
-        for method in MAP_METHODS + BASELINE_METHODS:
+        for method in candidates:
             scores = metrics.deletion_insertion(image, candidates[method], predict, blurred, GREY, steps)
             rows.append({"image": i, "target": target, "method": method,
                          "deletion_auc": scores["deletion_auc"], "insertion_auc": scores["insertion_auc"]})
@@ -171,7 +180,7 @@ def faithfulness(graph, plain_graph, images: np.ndarray, out: Dict, steps: int, 
 
 def read_boxes(path: str, names: Optional[List[str]]) -> Dict[str, Dict[int, List[List[float]]]]:
     """{image: {class index: [[x0, y0, x1, y1], ...]}} from JSON with class indices, or names
-    when ``names`` are known. UsageError when the file is unreadable or malformed."""
+    when ``names`` are known. OptionsError when the file is unreadable or malformed."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
@@ -182,13 +191,14 @@ def read_boxes(path: str, names: Optional[List[str]]) -> Dict[str, Dict[int, Lis
                 entries = [[float(v) for v in box] for box in entries]
                 if any(len(b) != 4 or b[2] < b[0] or b[3] < b[1] for b in entries):
                     raise ValueError("%s / %s: each box must be [x0, y0, x1, y1]" % (image, label))
-                boxes[image][cli.resolve_target(str(label), names).index] = entries
+                boxes[image][labels_mod.target_of(str(label), names).index] = entries
         return boxes
     except (OSError, ValueError, AttributeError, TypeError) as exc:
-        raise cli.UsageError("--boxes %s: %s" % (path, exc))
+        raise OptionsError("--boxes %s: %s" % (path, exc))
 
 
-def pointing_game(graph, plain_graph, photos: Dict[str, np.ndarray], boxes: Dict, seed: int = 0) -> List[Dict]:
+def pointing_game(graph, photos: Dict[str, np.ndarray], boxes: Dict, seed: int = 0,
+                  methods: Optional[Sequence[Method]] = None) -> List[Dict]:
     """One row per image, class and method: whether the map's peak hits a box (15 px).
 
     photos: image key -> RGB uint8 photo; the maps are at the photo's size."""
@@ -198,12 +208,11 @@ def pointing_game(graph, plain_graph, photos: Dict[str, np.ndarray], boxes: Dict
         photo = photos[key].astype(np.float32) / 255.0
         for label, class_boxes in classes.items():
             out = graph.run([photo], [Target.of(label)])
-            plain = plain_graph.run([photo], [Target.of(label)])
-            gbp = out["guided_backprop_image"][0]
-            candidates = fused_maps(out["conv_activations"][0], out["conv_gradient"][0], gbp)
-            candidates["gradient"] = plain["guided_backprop_image"][0]
-            candidates["random"] = rng.random_sample(gbp.shape[:2])
-            for method in MAP_METHODS + BASELINE_METHODS:
+            candidates = methods_mod.maps(method_list(methods), methods_mod.example(out, 0, photo_size=True),
+                                          photo.shape[:2])
+            candidates["gradient"] = out[out_names.PLAIN_PHOTO_GRADIENT][0]
+            candidates["random"] = rng.random_sample(photo.shape[:2])
+            for method in candidates:
                 x, y = metrics.peak(candidates[method])
                 rows.append({"image": key, "label": label, "method": method, "peak_x": x, "peak_y": y,
                              "hit": int(metrics.pointing_hit(candidates[method], class_boxes))})
@@ -238,13 +247,19 @@ def summarize(rows: List[Dict], group: Sequence[str], values: Sequence[str]) -> 
             for k, v in groups.items()]
 
 
+def _checked(rows: List[Dict]) -> List[str]:
+    """The method names of rows, in first-seen order."""
+    return list(OrderedDict.fromkeys(r["method"] for r in rows))
+
+
 def randomization_table(rows: List[Dict], mode: str) -> str:
-    header = ["depth", "randomised"] + ["%s %s" % (TITLES[m], s) for m in MAP_METHODS for s in ("rho", "SSIM")]
+    checked = _checked(rows)
+    header = ["depth", "randomised"] + ["%s %s" % (title(m), s) for m in checked for s in ("rho", "SSIM")]
     table = OrderedDict()
     for depth, layer, method, rho, s in summarize([r for r in rows if r["mode"] == mode],
                                                   ("depth", "layer", "method"), ("spearman", "ssim")):
         table.setdefault((depth, layer), {})[method] = (rho, s)
-    body = [[d, l] + [v for m in MAP_METHODS for v in cols[m]] for (d, l), cols in table.items()]
+    body = [[d, l] + [v for m in checked for v in cols[m]] for (d, l), cols in table.items()]
     return markdown_table(header, body)
 
 
@@ -257,12 +272,13 @@ def plot_randomization(rows: List[Dict], path: str) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for ax, mode in zip(axes, ("cascading", "independent")):
-        for method, colour in zip(MAP_METHODS, ("tab:red", "tab:blue", "tab:purple")):
+        for k, method in enumerate(_checked(rows)):
+            colour = "C%d" % k if k > 2 else ("tab:red", "tab:blue", "tab:purple")[k]
             stats = summarize([r for r in rows if r["mode"] == mode and r["method"] == method],
                               ("depth", "layer"), ("spearman", "ssim"))
             depths = [s[0] for s in stats]
-            ax.plot(depths, [s[2] for s in stats], "-o", color=colour, ms=3, label="%s, Spearman" % TITLES[method])
-            ax.plot(depths, [s[3] for s in stats], "--", color=colour, label="%s, SSIM" % TITLES[method])
+            ax.plot(depths, [s[2] for s in stats], "-o", color=colour, ms=3, label="%s, Spearman" % title(method))
+            ax.plot(depths, [s[3] for s in stats], "--", color=colour, label="%s, SSIM" % title(method))
             every = -(-len(stats) // MAX_TICK_LABELS)  # at most MAX_TICK_LABELS names
             ax.set_xticks(depths[::every])
             ax.set_xticklabels([s[1] for s in stats][::every], rotation=90, fontsize=7)
@@ -280,22 +296,23 @@ def plot_randomization(rows: List[Dict], path: str) -> None:
     safe_files.atomic_write_bytes(path, buffer.getvalue())
 
 
-def _display(method: str, saliency: np.ndarray) -> np.ndarray:
-    if method == "gradcam":
+def _display(method: Method, saliency: np.ndarray) -> np.ndarray:
+    if method.cam:
         return gc.heatmap(gc.normalize_max(saliency))
     score = metrics.importance(saliency)
     # |gradient| clipped at its 99th percentile, so a few extreme pixels do not hide the rest
     return gc.to_uint8(gc.normalize_max(np.minimum(score, np.percentile(score, 99))))
 
 
-def strip_picture(image: np.ndarray, strip: "OrderedDict[str, Dict[str, np.ndarray]]") -> np.ndarray:
+def strip_picture(image: np.ndarray, strip: "OrderedDict[str, Dict[str, np.ndarray]]",
+                  methods: Optional[Sequence[Method]] = None) -> np.ndarray:
     """Rows per method: the model-sized input, the trained model's map, then the maps after
     cascading randomisation down to each layer of ``strip`` (from ``randomization``)."""
     columns = list(strip)
     rows = []
-    for method in MAP_METHODS:
-        pictures = [image] + [_display(method, strip[col][method]) for col in columns]
-        captions = ["input", "%s: trained" % TITLES[method]] + ["up to %s" % c for c in columns[1:]]
+    for method in method_list(methods):
+        pictures = [image] + [_display(method, strip[col][method.name]) for col in columns]
+        captions = ["input", "%s: trained" % method.title] + ["up to %s" % c for c in columns[1:]]
         rows.append(gc.panel(pictures, captions, height=160))
     return np.concatenate(rows, axis=0)
 
@@ -323,8 +340,8 @@ def report(out_dir: str, paths: List[str], names: List[str], random_rows, cls_ro
         parts += ["## b. Class sensitivity", "",
                   "Similarity between the maps for the top-1 class and for a low-ranked class "
                   "(1 = the map ignores the class).", "",
-                  markdown_table(["image", "top-1", "other class"] + ["%s rho" % TITLES[m] for m in MAP_METHODS]
-                                 + ["%s SSIM" % TITLES[m] for m in MAP_METHODS],
+                  markdown_table(["image", "top-1", "other class"] + ["%s rho" % title(m) for m in _checked(cls_rows)]
+                                 + ["%s SSIM" % title(m) for m in _checked(cls_rows)],
                                  [[i, names[t][:24], names[o][:24]] +
                                   [r["spearman"] for r in rows] + [r["ssim"] for r in rows]
                                   for (i, t, o), rows in _by_image(cls_rows)]), ""]
@@ -333,12 +350,12 @@ def report(out_dir: str, paths: List[str], names: List[str], random_rows, cls_ro
                   "Area under the target-class probability curve as pixels are deleted (to grey; lower "
                   "is better) or inserted (into a blurred copy; higher is better), mean over images.", "",
                   markdown_table(["method", "deletion AUC", "insertion AUC"],
-                                 [[TITLES[m], d, ins] for m, d, ins in summarize(di_rows, ("method",),
+                                 [[title(m), d, ins] for m, d, ins in summarize(di_rows, ("method",),
                                                                                  ("deletion_auc", "insertion_auc"))]), ""]
     if pg_rows:
         parts += ["## d. Pointing game", "", "Share of (image, class) pairs whose map peak lies within 15 px of a box.", "",
                   markdown_table(["method", "hit rate", "pairs"],
-                                 [[TITLES[m], rate, sum(1 for r in pg_rows if r["method"] == m)]
+                                 [[title(m), rate, sum(1 for r in pg_rows if r["method"] == m)]
                                   for m, rate in summarize(pg_rows, ("method",), ("hit",))]), ""]
     text = "\n".join(parts)
     safe_files.atomic_write_text(os.path.join(out_dir, "report.md"), text)
@@ -371,27 +388,35 @@ def load_photos(paths: Sequence[str]) -> Tuple["OrderedDict[str, np.ndarray]", L
 
 def box_photos(boxes: Dict, paths: Sequence[str]) -> Dict[str, str]:
     """Each --boxes image key (a path as given, or a file name) -> its path among ``paths``.
-    UsageError for a key that names none of them."""
+    OptionsError for a key that names none of them."""
     by_name = {os.path.basename(p): p for p in paths}
     found = {}
     for key in boxes:
         if key not in paths and key not in by_name:
-            raise cli.UsageError("--boxes names %s, which is not among the images" % key)
+            raise OptionsError("--boxes names %s, which is not among the images" % key)
         found[key] = key if key in paths else by_name[key]
     return found
 
 
+class Evaluation(NamedTuple):
+    """What ``evaluate`` did: report.md's text, the paths that could not be read."""
+    report: str
+    failed: List[str]
+
+
 def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: Sequence[str] = CHECKS,
              boxes: Optional[Dict] = None, layer: Optional[str] = None, steps: int = 16,
-             low_rank: Optional[int] = None, seed: int = 0) -> int:
+             low_rank: Optional[int] = None, seed: int = 0,
+             methods: Sequence[Union[str, Method]] = MAP_METHODS) -> Evaluation:
     """Run ``checks`` (and the pointing game when ``boxes`` are given) on the photos at
-    ``paths`` for the model ``make_model(**model_kwargs)``; write the tables, plots and
-    report.md into ``output_dir`` and print the report. Returns the exit status: 1 when an
-    image could not be read (the others are evaluated), else 0.
+    ``paths`` for the model ``make_model(**model_kwargs)`` and ``methods`` (``ggcam.methods``);
+    write the tables, plots and report.md into ``output_dir``. An image that cannot be read is
+    said on stderr and left out (``Evaluation.failed``); ImageError when none can be.
 
-    Two graphs of the model are built (each with a model of its own): the guided one and, for
-    the gradient baseline, a plain one. UsageError for a ``low_rank`` or a box class beyond
-    the model's classes (known only once it is loaded)."""
+    One graph of the model serves every check: its plain input gradient is the gradient
+    baseline. OptionsError for a ``low_rank`` or a box class beyond the model's classes (known
+    only once it is loaded)."""
+    chosen = method_list(methods)
     boxes = dict(boxes or {})
     box_paths = box_photos(boxes, paths)
     photos, failed = load_photos(paths)
@@ -403,27 +428,24 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
 
     from ggcam.engine import graph as graph_mod  # TensorFlow loads here
     from ggcam.models import make_model
-    with contextlib.ExitStack() as stack:
-        graph = stack.enter_context(graph_mod.open_graph(make_model(**model_kwargs), layer))
+    wanted = out_names.STANDARD + methods_mod.needs(chosen) + (
+        (out_names.PLAIN_GRADIENT,) if "deletion" in checks or boxes else ())
+    with graph_mod.open_graph(make_model(**model_kwargs), layer, outputs=wanted) as graph:
         model = graph.model
         for note in model.notes:
             print("note: %s" % note, file=sys.stderr)
         rank = low_rank_for(model.num_classes, low_rank)
         if "class" in checks and not 2 <= rank <= model.num_classes:
             if model.num_classes < 2:
-                raise cli.UsageError("class sensitivity needs 2 classes or more; %s has %d (drop 'class' "
-                                     "from --checks)" % (model.name, model.num_classes))
-            raise cli.UsageError("--low_rank must be in 2..%d (%s has %d classes)"
-                                 % (model.num_classes, model.name, model.num_classes))
+                raise OptionsError("class sensitivity needs 2 classes or more; %s has %d (drop 'class' "
+                                   "from --checks)" % (model.name, model.num_classes))
+            raise OptionsError("--low_rank must be in 2..%d (%s has %d classes)"
+                               % (model.num_classes, model.name, model.num_classes))
         for key, classes in boxes.items():
             for label in classes:
                 if label >= model.num_classes:
-                    raise cli.UsageError("--boxes %s: class %d is out of range: %s has classes 0..%d"
-                                         % (key, label, model.name, model.num_classes - 1))
-        plain_graph = None
-        if "deletion" in checks or boxes:
-            plain_graph = stack.enter_context(graph_mod.open_graph(
-                make_model(**model_kwargs), layer, guided_relu6="plain"))
+                    raise OptionsError("--boxes %s: class %d is out of range: %s has classes 0..%d"
+                                       % (key, label, model.name, model.num_classes - 1))
         safe_files.ensure_writable_dir(output_dir)
 
         images = np.stack([graph.resize(p.astype(np.float32) / 255.0) for p in photos.values()])
@@ -434,11 +456,10 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
                 notes.append(not_applicable(model))
                 print(notes[-1])
             else:
-                random_rows, strip = randomization(graph, images, trained["label"], seed)
-        cls_rows = class_sensitivity(graph, images, rank) if "class" in checks else []
-        di_rows = (faithfulness(graph, plain_graph, images, trained, steps, seed)
-                   if "deletion" in checks else [])
-        pg_rows = (pointing_game(graph, plain_graph, {k: photos[box_paths[k]] for k in boxes}, boxes, seed)
+                random_rows, strip = randomization(graph, images, trained["label"], seed, chosen)
+        cls_rows = class_sensitivity(graph, images, rank, chosen) if "class" in checks else []
+        di_rows = faithfulness(graph, images, trained, steps, seed, chosen) if "deletion" in checks else []
+        pg_rows = (pointing_game(graph, {k: photos[box_paths[k]] for k in boxes}, boxes, seed, chosen)
                    if boxes else [])
         layer_name = graph.layer_name
 
@@ -448,10 +469,8 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
             write_csv(os.path.join(output_dir, name + ".csv"), rows)
     if random_rows:
         plot_randomization(random_rows, os.path.join(output_dir, "randomization.png"))
-        safe_files.save_picture(os.path.join(output_dir, "randomization_strip.png"), strip_picture(images[0], strip))
-    print(report(output_dir, list(photos), model.class_names, random_rows, cls_rows, di_rows, pg_rows,
-                 model=model.name, layer=layer_name, notes=notes))
-    if failed:
-        print("%d of %d image(s) could not be read and were left out" % (len(failed), len(failed) + len(photos)),
-              file=sys.stderr)
-    return cli.EXIT_RUNTIME if failed else cli.EXIT_OK
+        safe_files.save_picture(os.path.join(output_dir, "randomization_strip.png"),
+                                strip_picture(images[0], strip, chosen))
+    text = report(output_dir, list(photos), model.class_names, random_rows, cls_rows, di_rows, pg_rows,
+                  model=model.name, layer=layer_name, notes=notes)
+    return Evaluation(text, failed)

@@ -69,6 +69,8 @@ class Model:
     default_layer = ""
     max_batch = None  # type: Optional[int]
     output_function = "softmax"
+    # The target kinds (``ggcam.targets``) the model's output supports: a classifier's classes.
+    target_kinds = ("class",)  # type: Tuple[str, ...]
     guided = True  # set by the graph before build: False for the vanilla gradient (rule "plain")
     channel_order = "rgb"
     mean = None  # type: Optional[Tuple[float, ...]]
@@ -170,7 +172,7 @@ class Model:
 
     # What a model built in another process tells this one (``ggcam.engine.worker``).
     _FACTS = ("name", "notes", "input_size", "channels", "num_classes", "class_names", "default_layer",
-              "output_function", "max_batch", "input_layout")
+              "output_function", "max_batch", "input_layout", "target_kinds")
 
     def facts(self) -> Dict:
         """After ``build``: what the model found out, JSON-ready (``adopt_facts``' input)."""
@@ -180,7 +182,8 @@ class Model:
         """Take the facts of this model as built in another process (nothing is read here)."""
         for k in self._FACTS:
             value = facts[k]
-            setattr(self, k, tuple(value) if k == "input_size" else list(value) if k == "notes" else value)
+            setattr(self, k, tuple(value) if k in ("input_size", "target_kinds") else list(value) if k == "notes"
+                    else value)
 
     def prepared_state(self) -> Dict:
         """After ``prepare``: what it decided, JSON-ready, for ``adopt``."""

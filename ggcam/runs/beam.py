@@ -9,8 +9,8 @@
                                                    Save: pictures via FileSystems, one row per target
     all rows ─ results-SSSSS-of-NNNNN.jsonl, results.csv, metrics_summary.{csv,json} (--metrics)
 
-The rules are the command line's: ``cli.folder_names`` and ``folder_run.explanation_folder``
-name the folders, ``folder_run.make_row`` and ``results.COLUMNS`` make the rows,
+The rules are the command line's: ``naming.folder_names`` and ``folder.explanation_folder``
+name the folders, ``folder.make_row`` and ``results.COLUMNS`` make the rows,
 ``Explanation.encoded_files`` the files, ``explanation.is_complete`` decides what a re-run
 skips. Every file goes through Beam's ``FileSystems`` (local paths, ``gs://``, ``s3://`` with
 Beam's extras), written to a temporary name and renamed. Importing this module loads Beam but
@@ -37,8 +37,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from ggcam import cli
+from ggcam import methods as methods_mod
 from ggcam.runs import folder as folder_run
+from ggcam.runs import naming
 from ggcam.io import decoding
 from ggcam.runs import results as results_mod
 from ggcam.explanation import file_record, is_complete
@@ -50,7 +51,7 @@ SHARD_PREFIX = "results"
 SHARD_SUFFIX = ".jsonl"
 SHARD_RE = re.compile(r"^results-(\d{5,})-of-(\d{5,})\.jsonl$")
 SUMMARY_FILE = "metrics_summary"
-METRIC_MAPS = ("gradcam", "guided_backprop", "guided_gradcam", "random")
+BASELINE_MAPS = ("random",)  # --metric_maps beside the methods made
 DEFAULT_METRIC_MAPS = ("guided_gradcam",)
 
 
@@ -62,12 +63,14 @@ class Settings:
     def __init__(self, out_root: str, model_kwargs: Dict, layer: Optional[str] = None,
                  guided_relu6: str = "exact", fusion: str = "paper", max_side: int = decoding.DEFAULT_MAX_SIDE,
                  save_raw: bool = False, overwrite: bool = False, min_batch_size: int = 1,
-                 max_batch_size: int = 8, metric_maps: Sequence[str] = (), metric_steps: int = 16):
+                 max_batch_size: int = 8, metric_maps: Sequence[str] = (), metric_steps: int = 16,
+                 methods: Sequence[str] = methods_mod.DEFAULT):
         self.out_root, self.model_kwargs, self.layer = out_root, dict(model_kwargs), layer
         self.guided_relu6, self.fusion, self.max_side = guided_relu6, fusion, max_side
         self.save_raw, self.overwrite = save_raw, overwrite
         self.min_batch_size, self.max_batch_size = min_batch_size, max_batch_size
         self.metric_maps, self.metric_steps = tuple(metric_maps), metric_steps
+        self.methods = tuple(methods)
 
     @property
     def metric_columns(self) -> List[str]:
@@ -122,14 +125,14 @@ def match_remote(spec: str, targets: Sequence[str]) -> Iterable[Dict]:
     keys = list(targets)
     if spec.endswith("/"):
         pattern, images_only = spec + "*", True
-    elif any(c in spec for c in cli.GLOB_CHARS):
+    elif any(c in spec for c in naming.GLOB_CHARS):
         pattern, images_only = spec, False
     else:
         yield {"path": spec, "read": spec, "real": spec, "targets": keys}
         return
     for result in FileSystems.match([pattern]):
         for meta in result.metadata_list:
-            if meta.path.endswith("/") or (images_only and not meta.path.lower().endswith(cli.IMAGE_EXTENSIONS)):
+            if meta.path.endswith("/") or (images_only and not meta.path.lower().endswith(naming.IMAGE_EXTENSIONS)):
                 continue
             yield {"path": meta.path, "read": meta.path, "real": meta.path, "targets": keys}
 
@@ -145,14 +148,14 @@ def merge_same_file(item: Tuple[str, Iterable[Dict]]) -> Dict:
 
 
 def _stem(path: str) -> str:
-    return cli.folder_names([path])[path]
+    return naming.folder_names([path])[path]
 
 
 def assign_stems(item: Tuple[str, Iterable[Dict]]) -> Iterable[Dict]:
-    """``cli.folder_names`` over the files sharing a file-name stem (what it depends on)."""
+    """``naming.folder_names`` over the files sharing a file-name stem (what it depends on)."""
     _, jobs = item
     jobs = list(jobs)
-    stems = cli.folder_names([j["path"] for j in jobs])
+    stems = naming.folder_names([j["path"] for j in jobs])
     for j in jobs:
         yield dict(j, stem=stems[j["path"]])
 
@@ -208,7 +211,7 @@ def remove_stale_shards(written: List[str], out_root: str) -> None:
 # ----------------------------------------------------------------------------- rows
 
 def _row(j: Dict, target_key: str, **kwargs) -> Dict:
-    """``folder_run.make_row`` with the identity the driver computed (workers may run elsewhere)."""
+    """``folder.make_row`` with the identity the driver computed (workers may run elsewhere)."""
     row = folder_run.make_row(j["path"], Target.from_key(target_key), **kwargs)
     row["real_path"] = j["real"]
     return row
@@ -345,7 +348,7 @@ class Plan(beam.DoFn):
         if any(not isinstance(row.get(c), (int, float)) for c in self.s.metric_columns):
             return False
         folder = FileSystems.join(self.s.out_root, row["folder"])
-        return is_complete(folder, row.get("files"), self.s.save_raw, open_file=_open)
+        return is_complete(folder, row.get("files"), self.s.save_raw, open_file=_open, methods=self.s.methods)
 
     def process(self, item):
         _, grouped = item
@@ -427,7 +430,7 @@ class ExplainHandler(ModelHandler):
     def load_model(self):
         from ggcam.explainer import Explainer  # TensorFlow loads here, in the worker
         return Explainer(layer=self.s.layer, guided_relu6=self.s.guided_relu6, fusion=self.s.fusion,
-                         max_side=self.s.max_side, **self.s.model_kwargs)
+                         max_side=self.s.max_side, methods=self.s.methods, **self.s.model_kwargs)
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": self.s.min_batch_size, "max_batch_size": self.s.max_batch_size}
@@ -476,7 +479,7 @@ class ExplainHandler(ModelHandler):
         from ggcam.evaluation import metrics
         from ggcam.explanation import scores as model_scores
         image = model.graph.resize(photo.astype(np.float32) / 255.0)
-        maps = evaluation.fused_maps(e.conv_activations, e.conv_gradient, e.guided_backprop)
+        maps = e.input_maps(image.shape[:2])
         seed = zlib.crc32(("%s|%s" % (path, e.requested.key)).encode()) & 0x7FFFFFFF
         maps["random"] = np.random.RandomState(seed).random_sample(image.shape[:2])
         blurred = cv2.GaussianBlur(image, (0, 0), evaluation.BLUR_SIGMA)
@@ -494,7 +497,7 @@ class ExplainHandler(ModelHandler):
 
 class Save(beam.DoFn):
     """PredictionResult -> one row per target: the folder's files written atomically through
-    FileSystems, the row made by ``folder_run.make_row`` (failed with its error on any problem)."""
+    FileSystems, the row made by ``folder.make_row`` (failed with its error on any problem)."""
 
     def __init__(self, settings: Settings):
         self.s = settings

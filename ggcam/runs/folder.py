@@ -3,22 +3,55 @@
 One sub-folder per image and target; results.csv, results.jsonl and index.html list every
 explanation made into the folder by any run (newest wins). One run at a time per folder.
 """
-import argparse
 import os
 import signal
 import sys
 import time
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ggcam import cli
-from ggcam.runs import gallery
+from ggcam import methods as methods_mod
 from ggcam.io import decoding, safe_files
+from ggcam.runs import gallery, naming
 from ggcam.runs import results as results_mod
 from ggcam.explanation import is_complete
 from ggcam.targets import Target
 
 DEFAULT_OUTPUT = "gradcam_output"
+
+
+class Options:
+    """How a folder run goes: ``output_dir`` (default ``DEFAULT_OUTPUT``); ``overwrite``: redo
+    explanations whose files are complete; ``save_raw``: write raw.npz too; ``batch_size``
+    images per graph run; ``max_side``: photos are shrunk to it first; ``quiet``: no progress
+    bar; ``methods``: the names of the maps made (``ggcam.methods``), what makes a folder complete."""
+
+    def __init__(self, output_dir: Optional[str] = None, overwrite: bool = False, save_raw: bool = False,
+                 batch_size: int = 8, max_side: int = decoding.DEFAULT_MAX_SIDE, quiet: bool = False,
+                 methods: Sequence[str] = methods_mod.DEFAULT):
+        self.output_dir = output_dir or DEFAULT_OUTPUT
+        self.overwrite, self.save_raw, self.quiet = overwrite, save_raw, quiet
+        self.batch_size, self.max_side, self.methods = batch_size, max_side, tuple(methods)
+
+
+class Summary(NamedTuple):
+    """What a folder run did: explanations made and failed by this run, its images, images
+    already done by earlier runs, rows of earlier runs kept, the gallery's path."""
+    explained: int
+    failed: int
+    images: int
+    skipped: int
+    kept: int
+    index: str
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a folder run; the results written cover what finished.
+    ``signal``: the signal's number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signal = signum
 
 
 def make_row(path: str, target: Target, folder: str = "", result=None, error: str = "", seconds: float = 0.0,
@@ -44,14 +77,14 @@ def _row_key(row: Dict) -> Tuple[str, str]:
 
 def explanation_folder(stem: str, path: str, label: int, owners: Dict[str, str], real: Optional[str] = None) -> str:
     """The sub-folder of ``path`` explained for class ``label``: ``<stem>_<label>`` (stem from
-    ``cli.folder_names``), or with the path's hash added when ``owners`` (folder -> real path,
+    ``naming.folder_names``), or with the path's hash added when ``owners`` (folder -> real path,
     updated here) gives that name to another file, such as an earlier run's image. ``real``:
     the path's identity when it is not ``os.path.realpath(path)`` (a URL)."""
     real = real or os.path.realpath(path)
     folder = "%s_%d" % (stem, label)
     owner = owners.setdefault(folder, real)
     if owner != real:  # an earlier run's image of the same file name
-        folder = "%s-%s_%d" % (stem, cli.short_hash(path), label)
+        folder = "%s-%s_%d" % (stem, naming.short_hash(path), label)
         owners[folder] = real
     return folder
 
@@ -64,22 +97,25 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
-def run_batch(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], make_explainer: Callable) -> int:
-    out_root = args.output_dir or DEFAULT_OUTPUT
+def run_batch(options: Options, jobs: List[Tuple[str, List[Target]]], make_explainer: Callable) -> Summary:
+    """Explain ``jobs`` (image path, its targets) into ``options.output_dir`` with the Explainer
+    ``make_explainer()`` returns (made only when something is left to do). Raises
+    ``Interrupted`` after writing the reports when stopped by Ctrl-C or SIGTERM."""
+    out_root = options.output_dir
     safe_files.check_writable(out_root)
     # The model is read before the folder is made: a model that is refused leaves nothing behind.
-    built = [make_explainer()] if _pending(args, jobs, out_root)[1] else []
+    built = [make_explainer()] if _pending(options, jobs, out_root)[1] else []
     try:
         safe_files.ensure_writable_dir(out_root)
         with safe_files.FolderLock(out_root):  # read again under the lock: another run may have finished some
-            return _run_batch_locked(args, jobs, out_root, lambda: built.pop() if built else make_explainer(),
-                                     _pending(args, jobs, out_root))
+            return _run_batch_locked(options, jobs, out_root, lambda: built.pop() if built else make_explainer(),
+                                     _pending(options, jobs, out_root))
     finally:
         for explainer in built:  # made but never handed over (no image could be read)
             explainer.close()
 
 
-def _pending(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], out_root: str):
+def _pending(options: Options, jobs: List[Tuple[str, List[Target]]], out_root: str):
     """(rows of earlier runs by key, the jobs with targets still to explain, each job's keys,
     how many jobs are done)."""
     # Every row of earlier runs into this folder stays listed; this run's rows replace the
@@ -89,8 +125,9 @@ def _pending(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], out
 
     def finished(key) -> bool:
         row = rows.get(key)
-        return (not args.overwrite and row is not None and row.get("status") == "ok" and bool(row.get("folder"))
-                and is_complete(os.path.join(out_root, row["folder"]), row.get("files"), args.save_raw))
+        return (not options.overwrite and row is not None and row.get("status") == "ok" and bool(row.get("folder"))
+                and is_complete(os.path.join(out_root, row["folder"]), row.get("files"), options.save_raw,
+                                methods=options.methods))
 
     todo = [(p, [c for c, k in zip(targets, keys) if not finished(k)])
             for (p, targets), (_, keys) in zip(jobs, job_keys)]
@@ -98,13 +135,13 @@ def _pending(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], out
     return rows, todo, job_keys, len(jobs) - len(todo)
 
 
-def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Target]]], out_root: str,
-                      make_explainer: Callable, state) -> int:
+def _run_batch_locked(options: Options, jobs: List[Tuple[str, List[Target]]], out_root: str,
+                      make_explainer: Callable, state) -> Summary:
     from tqdm import tqdm
 
     rows, todo, job_keys, skipped = state
     folder_owner = {r["folder"]: key[0] for key, r in rows.items() if r.get("folder")}
-    stems = cli.folder_names([p for p, _ in jobs])
+    stems = naming.folder_names([p for p, _ in jobs])
 
     def folder_for(path: str, label: int) -> str:
         return explanation_folder(stems[path], path, label, folder_owner)
@@ -116,18 +153,18 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
 
     previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
                 signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
-    bar = tqdm(total=len(jobs), initial=skipped, unit="img", file=sys.stderr, disable=args.quiet,
+    bar = tqdm(total=len(jobs), initial=skipped, unit="img", file=sys.stderr, disable=options.quiet,
                dynamic_ncols=True)
     explainer_obj = None
     finished_now = 0
     try:
-        for start in range(0, len(todo), args.batch_size):
-            chunk = todo[start:start + args.batch_size]
+        for start in range(0, len(todo), options.batch_size):
+            chunk = todo[start:start + options.batch_size]
             photos, loaded, load_seconds = [], [], {}
             for path, targets in chunk:
                 t0 = time.perf_counter()
                 try:
-                    photos.append(decoding.load_image(path, args.max_side))
+                    photos.append(decoding.load_image(path, options.max_side))
                     loaded.append((path, targets))
                 except decoding.ImageError as exc:
                     bar.write("error: %s" % exc, file=sys.stderr)
@@ -146,7 +183,7 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
                         t1 = time.perf_counter()
                         folder = folder_for(path, result.label)
                         try:
-                            files = result.save_files(os.path.join(out_root, folder), save_raw=args.save_raw)
+                            files = result.save_files(os.path.join(out_root, folder), save_raw=options.save_raw)
                             seconds = load_seconds[path] / len(targets) + share + time.perf_counter() - t1
                             row = make_row(path, target, folder, result, seconds=seconds, files=files)
                         except (OSError, ValueError) as exc:
@@ -165,12 +202,11 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         write_reports()
-        print("interrupted: results in %s cover %d explanation(s) finished by this run"
-              % (out_root, finished_now), file=sys.stderr)
-        return 143 if isinstance(exc, _Terminated) else 130
+        raise Interrupted("interrupted: results in %s cover %d explanation(s) finished by this run"
+                          % (out_root, finished_now), signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
     except Exception:
         bar.close()
-        write_reports()  # what finished stays recorded; the error is reported by main()
+        write_reports()  # what finished stays recorded; the caller reports the error
         raise
     finally:
         for sig, handler in previous.items():
@@ -181,11 +217,5 @@ def _run_batch_locked(args: argparse.Namespace, jobs: List[Tuple[str, List[Targe
     bar.close()
     mine = [rows[k] for _, keys in job_keys for k in keys if k in rows]
     failed = sum(1 for r in mine if r["status"] != "ok")
-    others = len(rows) - len(mine)
-    print("%d explanation(s) of %d image(s), %d failed, %d image(s) already done%s; see %s"
-          % (len(mine) - failed, len(jobs), failed, skipped,
-             "; %d row(s) of earlier runs kept" % others if others else "",
-             os.path.join(out_root, gallery.INDEX_FILE)))
-    if args.show:
-        cli.show(os.path.join(out_root, gallery.INDEX_FILE))
-    return cli.EXIT_RUNTIME if failed else cli.EXIT_OK
+    return Summary(explained=len(mine) - failed, failed=failed, images=len(jobs), skipped=skipped,
+                   kept=len(rows) - len(mine), index=os.path.join(out_root, gallery.INDEX_FILE))

@@ -1,16 +1,31 @@
 """index.html: a static, offline gallery of a folder run, one row per image and target."""
 import html
 import os
-from typing import Dict, List
+from typing import Dict, List, Tuple
 from urllib.parse import quote
 
-from ggcam.core import gradcam as gc
-from ggcam.explanation import INPUT_FILE, PICTURES
+from ggcam import methods as methods_mod
+from ggcam.explanation import INPUT_FILE, OVERLAY, PANEL, PICTURES
 from ggcam.io.safe_files import atomic_write_text
 from ggcam import targets
 
 INDEX_FILE = "index.html"
-COLUMNS = [(INPUT_FILE, "Input")] + [(name + ".png", gc.TITLES[name]) for name in PICTURES[:4]]
+
+
+def _title(name: str) -> str:
+    if name == OVERLAY:
+        return "Overlay"
+    try:
+        return methods_mod.get(name).title
+    except ValueError:  # a method this process does not know (registered by another run)
+        return name
+
+
+def columns(row: Dict) -> List[Tuple[str, str]]:
+    """(file, title) of a row's cells: the input, then each picture the row's explanation wrote
+    (its ``files`` record, in the order written; the default methods' for older rows), but the panel."""
+    names = [f[:-len(".png")] for f in row.get("files") or {} if f.endswith(".png")] or list(PICTURES)
+    return [(INPUT_FILE, "Input")] + [(n + ".png", _title(n)) for n in names if n != PANEL]
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
@@ -43,16 +58,18 @@ def _row(row: Dict) -> str:
     if row.get("status") != "ok":
         # error messages name the file already
         return '<tr class="failed"><td colspan="%d">%s</td></tr>' % (
-            len(COLUMNS), e(row.get("error") or "%s: failed" % row["path"]))
+            len(columns({})), e(row.get("error") or "%s: failed" % row["path"]))
     folder = row["folder"]
+    shown = columns(row)
     cells = "".join('<td><a href="{0}"><img src="{0}" alt="{1}"></a></td>'.format(
-        e(quote(folder + "/" + f)), e(title)) for f, title in COLUMNS)
+        e(quote(folder + "/" + f)), e(title)) for f, title in shown)
     score = ("p = %.3f" % row["probability"] if isinstance(row.get("probability"), float)
              else "logit = %.3f" % row["logit"] if isinstance(row.get("logit"), float) else "")
     first = "%s (%d), %s<br><small>%s</small>" % (
         e(targets.caption(row["target"], row["target_name"])), row["target_index"], score,
         e(os.path.basename(row["path"])))
-    captions = "".join("<td>%s</td>" % c for c in [first] + [t for _, t in COLUMNS[1:]])
+    captions = "".join("<td>%s</td>" % e(c) if i else "<td>%s</td>" % c
+                       for i, c in enumerate([first] + [t for _, t in shown[1:]]))
     return "<tr>%s</tr>\n<tr class=\"caption\">%s</tr>" % (cells, captions)
 
 

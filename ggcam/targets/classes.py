@@ -1,10 +1,13 @@
-"""What to explain: a fixed class, or the r-th best class of each image.
+"""The class kind of target: a fixed class, or the r-th best class of each image.
 
-Everything a person reads about a target (its results key, its caption) is decided here.
+Everything a person reads about a target (its results key, its caption) is decided here; its
+score in the graph is the logit of the class (``ClassKind``).
 """
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
+
+from ggcam.targets.base import KindOps, TargetKind, register
 
 
 class Target(NamedTuple):
@@ -28,6 +31,8 @@ class Target(NamedTuple):
     def key(self) -> str:
         """'label:N' for a fixed class, 'top:R' for the R-th best class (results files)."""
         return "label:%d" % self.index if self.index is not None else "top:%d" % self.rank
+
+    kind = "class"  # a class attribute, not a field: the kind of every Target
 
     @staticmethod
     def from_key(key: str) -> "Target":
@@ -72,11 +77,39 @@ def encode(targets: Sequence[TargetLike], num_classes: int) -> np.ndarray:
     return np.asarray(codes, dtype=np.int32).reshape(-1)
 
 
-def caption(target: Union[Target, str], name: str) -> str:
+def caption(target, name: str) -> str:
     """A picture caption such as 'Rank 2: tabby' (first synonym of the class name).
 
-    target: a Target or its key.
+    target: a target of any kind with a ``caption_kind``, or its results key.
     """
     if isinstance(target, str):
-        target = Target.from_key(target)
+        from ggcam.targets.base import from_key
+        target = from_key(target)
     return "%s: %s" % (target.caption_kind, name.split(",")[0])
+
+
+class ClassKind(TargetKind):
+    """Targets given by class: one int32 feed per example, the class index (>= 0) or minus the
+    rank (-r: the r-th best class of that example). The score is the class's logit."""
+    name = "class"
+    prefixes = ("label", "top")
+
+    def build(self, logits, num_classes: int) -> KindOps:
+        from ggcam.tf.compat import tf  # the graph is being built: TensorFlow is loaded
+        codes = tf.placeholder(tf.int32, [None], name="targets")
+        deepest_rank = tf.maximum(1, tf.reduce_max(-codes))
+        _, ranked = tf.nn.top_k(logits, k=deepest_rank)
+        rows = tf.range(tf.shape(codes)[0])
+        by_rank = tf.gather_nd(ranked, tf.stack([rows, tf.maximum(-codes - 1, 0)], axis=1))
+        label = tf.where(codes >= 0, codes, by_rank)
+        score = tf.reduce_sum(logits * tf.one_hot(label, num_classes), axis=1)
+        return KindOps({"targets": codes}, score, label)
+
+    def feed(self, targets: Sequence[Optional[Target]], num_classes: int) -> Dict[str, np.ndarray]:
+        return {"targets": encode([Target.best() if t is None else t for t in targets], num_classes)}
+
+    def parse(self, key: str) -> Target:
+        return Target.from_key(key)
+
+
+CLASS_KIND = register(ClassKind())

@@ -1,0 +1,39 @@
+"""The explanation methods, numpy only: each a ``Method`` (``ggcam.methods.base``) over named
+graph outputs (``ggcam.outputs``), registered by name (``ggcam.methods.registry``).
+
+A new method is one module here: a ``Method`` subclass and a ``register`` call. Guided versions
+of CAM methods are made by name (``guided_gradcam``). ``maps`` makes the maps of a graph run.
+"""
+from typing import Dict, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from ggcam import outputs as out
+from ggcam.methods.base import Context, Method  # noqa: F401
+from ggcam.methods.registry import get, make, names, register  # noqa: F401
+
+# What the command lines make unless told otherwise: the paper's three maps.
+DEFAULT = ("gradcam", "guided_backprop", "guided_gradcam")
+
+
+def needs(methods: Sequence[Method]) -> Tuple[str, ...]:
+    """The graph outputs ``methods`` read (``ggcam.outputs``), each once, in the contract's order."""
+    wanted = {n for m in methods for n in m.needs}
+    return tuple(n for n in out.ALL if n in wanted)
+
+
+def example(result: Mapping, i: int, photo_size: bool) -> Dict[str, np.ndarray]:
+    """Example ``i``'s arrays of a graph run, the input gradients at the photo's size
+    (``photo_size``, from the run's photo gradients) or at the model's input size."""
+    arrays = {k: v[i] for k, v in result.items() if k not in out.PHOTO.values()}
+    if photo_size:
+        for name, photo in out.PHOTO.items():
+            if photo in result:
+                arrays[name] = result[photo][i]
+    return arrays
+
+
+def maps(methods: Sequence[Method], arrays: Mapping[str, np.ndarray], size: Tuple[int, int]
+         ) -> Dict[str, np.ndarray]:
+    """Each method's map of one example at ``size``, by method name (``Method.compute``)."""
+    return {m.name: m.compute(arrays, size) for m in methods}
