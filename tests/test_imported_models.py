@@ -12,7 +12,9 @@ from ggcam.tf import guided as guided_relu
 from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.models import detect, make_model
 from ggcam.models.base import ModelError
-from ggcam.models.imported import FrozenGraphModel, MetaGraphModel, SavedModelModel
+from ggcam.models.frozen_graph import FrozenGraphModel
+from ggcam.models.meta_graph import MetaGraphModel
+from ggcam.models.saved_model import SavedModelModel
 from ggcam.models.slim import SlimModel, build_network
 from ggcam.models.zoo import default_checkpoint, entry
 from ggcam.weights.registry import FetchError, example_path

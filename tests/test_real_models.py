@@ -12,7 +12,7 @@ import pytest
 
 from ggcam.explanation import probabilities
 from ggcam.engine.graph import GuidedGradCamGraph
-from ggcam.models.imported import FrozenGraphModel
+from ggcam.models.frozen_graph import FrozenGraphModel
 from ggcam.models.base import ModelError
 from ggcam.models.keras_file import KerasModel
 from ggcam.targets import Target

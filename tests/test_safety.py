@@ -20,7 +20,8 @@ from ggcam.engine import isolation
 from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.models import safety
 from ggcam.models.base import ModelError
-from ggcam.models.imported import FrozenGraphModel, MetaGraphModel
+from ggcam.models.frozen_graph import FrozenGraphModel
+from ggcam.models.meta_graph import MetaGraphModel
 from ggcam.models.keras_file import KerasModel, unsafe_object
 from ggcam.tf.compat import tf
 

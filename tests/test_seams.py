@@ -15,7 +15,7 @@ from ggcam.engine import graph as graph_mod
 from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.explainer import Explainer
 from ggcam.methods.base import Method
-from ggcam.models.imported import FrozenGraphModel
+from ggcam.models.frozen_graph import FrozenGraphModel
 from ggcam.models.slim import SlimModel
 from ggcam.targets import KindOps, Target, TargetKind
 from ggcam.tf.compat import tf

@@ -26,7 +26,6 @@ ready, 1 on a failure, 2 on a usage error, 130 when interrupted (no checkpoint i
 ``--help`` and usage errors load no TensorFlow.
 """
 import argparse
-import os
 import sys
 from typing import List, Optional
 

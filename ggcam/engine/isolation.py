@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 TIMEOUT_ENV, MEMORY_ENV, RUN_TIMEOUT_ENV = "GGCAM_CHECK_TIMEOUT", "GGCAM_CHECK_MEMORY", "GGCAM_RUN_TIMEOUT"
 DEFAULT_TIMEOUT, DEFAULT_MEMORY_GB, DEFAULT_RUN_TIMEOUT = 300.0, 8.0, 600.0

@@ -2,7 +2,7 @@
 import os
 import secrets
 import tempfile
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import numpy as np
 

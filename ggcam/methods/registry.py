@@ -1,7 +1,7 @@
 """Methods by name: each module of ``ggcam/methods`` registers its own; ``guided_<X>`` is made
 from any CAM method X (``ggcam.methods.guided``)."""
 from collections import OrderedDict
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 from ggcam.methods.base import Method
 

@@ -59,16 +59,16 @@ def make_model(model: Optional[str] = None, checkpoint: Optional[str] = None, gr
     if checkpoint and kind != "meta_graph":
         raise ValueError("--checkpoint goes with --model or --meta_graph, not --%s" % kind)
     if kind == "graph":
-        from ggcam.models.imported import FrozenGraphModel
+        from ggcam.models.frozen_graph import FrozenGraphModel
         return FrozenGraphModel(graph, **imported)
     if kind == "saved_model":
-        from ggcam.models.imported import SavedModelModel
+        from ggcam.models.saved_model import SavedModelModel
         return SavedModelModel(saved_model, signature=signature, **imported)
     if kind == "meta_graph":
-        from ggcam.models.imported import MetaGraphModel
+        from ggcam.models.meta_graph import MetaGraphModel
         return MetaGraphModel(meta_graph, checkpoint=checkpoint, **imported)
     if kind == "session":
-        from ggcam.models.imported import SessionModel
+        from ggcam.models.session_graph import SessionModel
         if input_tensor is None or logits_tensor is None:
             raise ValueError("a session model needs input_tensor and logits_tensor (tensors or names)")
         return SessionModel(session, **imported)

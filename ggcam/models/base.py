@@ -398,3 +398,21 @@ def variable_over(op: tf.Operation, slice_info=None) -> tf.Variable:
     if resource:
         return resource_variable_ops.ResourceVariable(variable_def=definition)
     return tf.Variable(variable_def=definition)
+
+
+class FileModel(Model):
+    """A model read from a file (or given in memory) rather than built from code: what the
+    command line's model-file flags set, in one place (``ggcam.models.make_model``)."""
+
+    def __init__(self, path: str, input_tensor: Optional[str] = None, logits_tensor: Optional[str] = None,
+                 input_range: Optional[Tuple[float, float]] = None, class_names: Optional[List[str]] = None,
+                 trust_model: bool = False, channel_order: str = "rgb", mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None, feeds: Optional[Dict[str, object]] = None):
+        super().__init__()
+        self.path = path
+        self.name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+        self.feeds = dict(feeds or {})  # the values of other inputs the logits need, by name
+        self.input_tensor, self.logits_tensor = input_tensor, logits_tensor
+        self.set_preprocessing(input_range, channel_order, mean, std)
+        self.class_names = list(class_names) if class_names else None
+        self.trust_model = trust_model

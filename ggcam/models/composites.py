@@ -14,7 +14,7 @@ each, in place, rewiring its consumers; the caller makes the inner ops' gradient
 the import (``guided_relu.make_plain``). No TensorFlow needed but the GraphDef.
 """
 from collections import OrderedDict
-from typing import Dict, List, NamedTuple, Optional, Set
+from typing import List, NamedTuple, Optional, Set
 
 # Element-wise ops an activation is made of (shapes broadcast with constants only).
 _UNARY = frozenset(("Sigmoid", "Tanh", "Erf", "Softplus", "Relu", "Relu6", "Neg", "Square", "Exp", "Abs",

@@ -14,6 +14,13 @@ ACTIVATIONS = ("Softmax", "Sigmoid")
 _POOLING = ("Mean", "AvgPool", "MaxPool", "Max", "Reshape", "Squeeze")
 
 
+def through(t: tf.Tensor) -> tf.Tensor:
+    """``t`` behind any reshapes and identities (``PASS_THROUGH``) that made it."""
+    while t.op.type in PASS_THROUGH and t.op.inputs:
+        t = t.op.inputs[0]
+    return t
+
+
 def logits_behind(output: tf.Tensor) -> tf.Tensor:
     """The pre-activation logits of a model output: when ``output`` is (a reshape of) a
     Softmax or Sigmoid, its input; otherwise ``output`` itself.
@@ -21,19 +28,13 @@ def logits_behind(output: tf.Tensor) -> tf.Tensor:
     Explaining probabilities instead of logits saturates the gradient (the classic cause of
     blank maps), so the activation is stepped over.
     """
-    t = output
-    while t.op.type in PASS_THROUGH and t.op.inputs:
-        t = t.op.inputs[0]
-    if t.op.type in ACTIVATIONS:
-        return t.op.inputs[0]
-    return output
+    t = through(output)
+    return t.op.inputs[0] if t.op.type in ACTIVATIONS else output
 
 
 def activation_of(output: tf.Tensor) -> Optional[tf.Operation]:
     """The Softmax or Sigmoid op ``logits_behind`` steps over to leave ``output``, or None."""
-    t = output
-    while t.op.type in PASS_THROUGH and t.op.inputs:
-        t = t.op.inputs[0]
+    t = through(output)
     return t.op if t.op.type in ACTIVATIONS else None
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from ggcam.models import detect
 from ggcam.models.feeds import feed_plan, feed_tensor
-from ggcam.models.base import Model, ModelError, close_matches, load_variables
+from ggcam.models.base import FileModel, ModelError, close_matches, load_variables
 from ggcam.tf.compat import TF2, tf
 
 # Keras's own classes that are not layers but appear as a class_name in model configs (models,
@@ -329,7 +329,6 @@ def _for_this_keras(config: Dict) -> Tuple[Dict, List[str]]:
     registry fields dropped, dtype policies as names, ``batch_shape``, input and output layers,
     inbound nodes. Layer options this Keras lacks are dropped when at a value that changes
     nothing (``_INERT``); any other is refused (ModelError)."""
-    import inspect
     changed = set()  # type: set
 
     def fix(node: object, key: str = "") -> object:
@@ -584,22 +583,14 @@ def _short_name(variable: tf.Variable) -> str:
     return variable.name.split("/")[-1].split(":")[0]
 
 
-class KerasModel(Model):
+class KerasModel(FileModel):
     """A Keras model saved as HDF5 (``model.save("file.h5")``), explained in inference mode."""
 
-    def __init__(self, path: str, input_tensor: Optional[str] = None, logits_tensor: Optional[str] = None,
-                 input_range: Optional[Tuple[float, float]] = None, class_names: Optional[List[str]] = None,
-                 trust_model: bool = False, channel_order: str = "rgb", mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None, feeds: Optional[Dict[str, object]] = None):
-        super().__init__()
-        self.path = path
+    def __init__(self, path: str, feeds: Optional[Dict[str, object]] = None, **kwargs):
+        super().__init__(path, **kwargs)
         self.name = os.path.splitext(os.path.basename(path))[0]
         # Input layer name -> value, for the model's other inputs (":0" dropped).
         self.feeds = {k.split(":")[0]: v for k, v in (feeds or {}).items()}
-        self.input_tensor, self.logits_tensor = input_tensor, logits_tensor
-        self.set_preprocessing(input_range, channel_order, mean, std)
-        self.class_names = list(class_names) if class_names else None
-        self.trust_model = trust_model
         self.keras_model = None  # the rebuilt tf.keras model (after build)
         self._config = None  # type: Optional[Dict]
         self._input_name = ""

@@ -19,7 +19,7 @@ the graph (an import, a Keras rebuild, the gradient ops, a cache entry), this is
 one-line message before any heavy work.
 """
 import re
-from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Set, Tuple, Union
 
 from ggcam.models.base import ModelError
 from ggcam.tf.compat import registered_ops, tf
