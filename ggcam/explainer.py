@@ -16,7 +16,7 @@ from ggcam import methods as methods_mod
 from ggcam import outputs as out
 from ggcam.io import decoding
 from ggcam.explanation import Explanation
-from ggcam.engine import graph as graph_mod
+from ggcam.engine import runner
 from ggcam.methods.base import Context, Method
 from ggcam.models import make_model
 from ggcam.models.base import Model
@@ -66,14 +66,14 @@ class Explainer:
             raise ValueError("give either a Model or model arguments, not both")
         chosen = self._methods(methods, fusion)
         # A model file not trusted runs in a process of its own (ggcam.engine.worker).
-        graph = graph_mod.open_graph(model, layer, guided_relu6, config, cache=cache_graph,
+        graph = runner.open_graph(model, layer, guided_relu6, config, cache=cache_graph,
                            outputs=out.STANDARD + methods_mod.needs(chosen))
         self._start(graph, chosen, fusion, batch_size, max_side)
 
     @classmethod
     def from_graph(cls, graph, methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT, fusion: str = "paper",
                    batch_size: int = 8, max_side: int = decoding.DEFAULT_MAX_SIDE) -> "Explainer":
-        """An Explainer over an open graph (``ggcam.engine.graph.open_graph`` or
+        """An Explainer over an open graph (``ggcam.engine.runner.open_graph`` or
         ``GuidedGradCamGraph``); closing the Explainer closes it."""
         self = cls.__new__(cls)
         chosen = cls._methods(methods, fusion)

@@ -48,7 +48,7 @@ def keep_artifact(path: str) -> Optional[str]:
 def shared_graphs():
     """One built graph per zoo model, checkpoint, layer, guided rule and outputs for the whole session.
 
-    ``ggcam.engine.graph.open_graph`` (which ``Explainer``, ``inference.main`` and ``evaluate.main``
+    ``ggcam.engine.runner.open_graph`` (which ``Explainer``, ``inference.main`` and ``evaluate.main``
     go through) is replaced by a function that builds a real graph the first time a (zoo model,
     checkpoint, layer, rule, outputs) is asked for and hands the same one out afterwards; its
     ``close()`` does nothing until the session ends. Builds that fail (missing or mismatched
@@ -56,9 +56,9 @@ def shared_graphs():
     a graph of their own. Yields the graphs by key.
     """
     from ggcam import outputs as out
-    from ggcam.engine import graph as graph_mod
+    from ggcam.engine import graph as graph_mod, runner
     from ggcam.models.slim import SlimModel
-    real_open = graph_mod.open_graph
+    real_open = runner.open_graph
     built = {}
 
     class SharedGraph(graph_mod.GuidedGradCamGraph):
@@ -77,7 +77,7 @@ def shared_graphs():
         return built[key]
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(graph_mod, "open_graph", open_shared)
+    patch.setattr(runner, "open_graph", open_shared)
     try:
         yield built
     finally:
@@ -89,9 +89,9 @@ def shared_graphs():
 
 def mobilenet_graph(layer=None, guided_relu6: str = "exact"):
     """The session's shared MobileNet V1 graph (with the ``shared_graphs`` fixture active)."""
-    from ggcam.engine import graph as graph_mod
+    from ggcam.engine import runner
     from ggcam.models.slim import SlimModel
-    return graph_mod.open_graph(SlimModel("mobilenet_v1"), layer, guided_relu6)
+    return runner.open_graph(SlimModel("mobilenet_v1"), layer, guided_relu6)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from conftest import ROOT, run_main
 from ggcam import methods as methods_mod
 from ggcam import outputs as out
 from ggcam import targets as targets_mod
-from ggcam.engine import graph as graph_mod
+from ggcam.engine import runner
 from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.explainer import Explainer
 from ggcam.methods.base import Method
@@ -30,8 +30,8 @@ def test_the_plain_input_gradient_of_the_guided_graph_is_the_plain_graphs(shared
     graph built with no guided rectifiers at all (the independent computation)."""
     photo = np.random.RandomState(3).rand(200, 260, 3).astype(np.float32)
     target = [Target.of(281)]
-    both = graph_mod.open_graph(SlimModel("mobilenet_v1"), outputs=out.ALL).run([photo], target)
-    plain = graph_mod.open_graph(SlimModel("mobilenet_v1"), guided_relu6="plain").run([photo], target)
+    both = runner.open_graph(SlimModel("mobilenet_v1"), outputs=out.ALL).run([photo], target)
+    plain = runner.open_graph(SlimModel("mobilenet_v1"), guided_relu6="plain").run([photo], target)
     np.testing.assert_allclose(both[out.PLAIN_GRADIENT], plain[out.GUIDED_GRADIENT], rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(both["plain_gradient_image"][0], plain["guided_backprop_image"][0],
                                rtol=1e-5, atol=1e-9)
@@ -240,6 +240,41 @@ def test_a_new_target_kind_beside_classes_in_one_batch(tmp_path, contrast_kind):
 
 
 # ----------------------------------------------------------------------------- layering
+
+def package_imports():
+    """ggcam's modules by dotted name -> the ggcam modules each imports (imports inside
+    functions too: a late import is still a dependency)."""
+    modules = {}
+    for folder, _, files in os.walk(os.path.join(ROOT, "ggcam")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                dotted = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                modules[dotted[:-len(".__init__")] if dotted.endswith(".__init__") else dotted] = path
+    edges = {}
+    for module, path in modules.items():
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.update([node.module] + [node.module + "." + a.name for a in node.names])
+        # a module's own package (its __init__) does not count
+        edges[module] = {n for n in found if n in modules and n != module and not module.startswith(n + ".")}
+    return edges
+
+
+def test_the_package_has_no_import_cycles():
+    edges = package_imports()
+
+    def reaches(start, goal, seen):
+        return any(n == goal or (n not in seen and not seen.add(n) and reaches(n, goal, seen)) for n in edges[start])
+
+    cycles = sorted(m for m in edges if reaches(m, m, set()))
+    assert not cycles, cycles
+
 
 def test_the_library_never_imports_the_command_line():
     """Data flows one way: nothing in ggcam outside ggcam/cli (and the ``python -m`` entry)

@@ -2,8 +2,8 @@
 
 ``GuidedGradCamGraph`` builds the graph once (or takes it from the graph cache), restores the
 weights and answers ``run``: any number of photos of any sizes and targets, fed into the same
-ops every time. ``open_graph`` chooses where it runs (a model file not trusted: a process of
-its own).
+ops every time. ``ggcam.engine.runner.open_graph`` chooses where it runs (a model file not
+trusted: a process of its own, ``ggcam.engine.worker``).
 """
 import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -224,14 +224,3 @@ class GuidedGradCamGraph:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def open_graph(model: Model, layer: Optional[str] = None, guided_relu6: str = "exact",
-               config: Optional[tf.ConfigProto] = None, cache: bool = False,
-               outputs: Sequence[str] = out.STANDARD):
-    """The graph for ``model``: in a process of its own when it comes from a file the user has
-    not said they trust (``ggcam.engine.worker.RemoteGraph``), else in this one."""
-    if model.untrusted:
-        from ggcam.engine.worker import RemoteGraph
-        return RemoteGraph(model, layer, guided_relu6, config, outputs=outputs)
-    return GuidedGradCamGraph(model, layer, guided_relu6, config, cache=cache, outputs=outputs)

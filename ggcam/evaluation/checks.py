@@ -426,11 +426,11 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
             del boxes[key]
     safe_files.check_writable(output_dir)
 
-    from ggcam.engine import graph as graph_mod  # TensorFlow loads here
+    from ggcam.engine import runner  # TensorFlow loads here
     from ggcam.models import make_model
     wanted = out_names.STANDARD + methods_mod.needs(chosen) + (
         (out_names.PLAIN_GRADIENT,) if "deletion" in checks or boxes else ())
-    with graph_mod.open_graph(make_model(**model_kwargs), layer, outputs=wanted) as graph:
+    with runner.open_graph(make_model(**model_kwargs), layer, outputs=wanted) as graph:
         model = graph.model
         for note in model.notes:
             print("note: %s" % note, file=sys.stderr)
