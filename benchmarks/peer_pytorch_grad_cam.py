@@ -121,6 +121,22 @@ def _fuse_and_encode(gb_model, tensor, rgbs, grayscale):
     return encoded
 
 
+PEER_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "eigencam": "EigenCAM",
+                "scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "xgradcam": "XGradCAM",
+                "layercam": "LayerCAM", "hirescam": "HiResCAM"}
+
+
+def method_job(model, paths, name):
+    """One CAM method of the package on each image (batch 1): decode, preprocess, the map."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.image import preprocess_image
+    cls = getattr(pytorch_grad_cam, PEER_METHODS[name])
+    with cls(model=model, target_layers=[model.features[-1]]) as cam:
+        for p in paths:
+            rgb = np.float32(cv2.imread(p, 1)[:, :, ::-1]) / 255
+            cam(input_tensor=preprocess_image(rgb, mean=[0.5] * 3, std=[0.5] * 3), targets=None)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True)
@@ -128,6 +144,8 @@ def main():
     parser.add_argument("--images", default=None)
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated CAM methods (%s): time each alone, batch 1" % ", ".join(PEER_METHODS))
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     model = load(args.weights)
@@ -136,6 +154,16 @@ def main():
                           "threads": torch.get_num_threads()}))
         return
     paths = sorted(glob.glob(os.path.join(args.images, "*.jpg")))
+    if args.methods:
+        for name in args.methods.split(","):
+            method_job(model, paths[:1], name)  # warm-up
+            start = time.perf_counter()
+            method_job(model, paths, name)
+            seconds = time.perf_counter() - start
+            print(json.dumps({"tool": "pytorch-grad-cam", "method": name, "images": len(paths),
+                              "images_per_s": len(paths) / seconds, "torch": torch.__version__}))
+            sys.stdout.flush()
+        return
     for batch in [int(b) for b in args.batches.split(",")]:
         full_job(model, paths[:batch], batch)  # warm-up
         times = []

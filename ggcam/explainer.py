@@ -17,7 +17,7 @@ from ggcam import outputs as out
 from ggcam.io import decoding
 from ggcam.explanation import Explanation
 from ggcam.engine import runner
-from ggcam.methods.base import Context, Method
+from ggcam.methods.base import Method, Options
 from ggcam.models import make_model
 from ggcam.models.base import Model
 from ggcam.targets import Target
@@ -49,7 +49,8 @@ class Explainer:
     ``logits_tensor``, ``input_range`` ((lo, hi)), ``labels`` (a file of class names) and
     ``trust_model`` as for the command line; or a ``Model`` description. ``methods``: the
     maps to make (names from ``ggcam.methods.names()``, or ``Method`` objects; default the
-    paper's three). ``explain`` returns one ``Explanation`` per image and target.
+    paper's three), ``method_options`` their parameters (``ggcam.methods.Options``: integrated
+    gradients' steps, SmoothGrad). ``explain`` returns one ``Explanation`` per image and target.
     ``cache_graph=True``: a zoo model's graph comes from the graph cache when it was built
     before (``ggcam.engine.cache``), as for the command lines. ``Explainer.from_graph`` takes
     a graph already open.
@@ -59,25 +60,26 @@ class Explainer:
                  guided_relu6: str = "exact", fusion: str = "paper", batch_size: int = 8,
                  max_side: int = decoding.DEFAULT_MAX_SIDE, config: Optional[tf.ConfigProto] = None,
                  cache_graph: bool = False, methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT,
-                 **model_files):
+                 method_options: Optional[Options] = None, **model_files):
         if not isinstance(model, Model):
             model = make_model(model=model, **model_files)
         elif model_files:
             raise ValueError("give either a Model or model arguments, not both")
-        chosen = self._methods(methods, fusion)
+        chosen = self._methods(methods, fusion, method_options)
         # A model file not trusted runs in a process of its own (ggcam.engine.worker).
         graph = runner.open_graph(model, layer, guided_relu6, config, cache=cache_graph,
-                           outputs=out.STANDARD + methods_mod.needs(chosen))
+                                  outputs=out.STANDARD + methods_mod.graph_needs(chosen))
         self._start(graph, chosen, fusion, batch_size, max_side)
 
     @classmethod
     def from_graph(cls, graph, methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT, fusion: str = "paper",
-                   batch_size: int = 8, max_side: int = decoding.DEFAULT_MAX_SIDE) -> "Explainer":
+                   batch_size: int = 8, max_side: int = decoding.DEFAULT_MAX_SIDE,
+                   method_options: Optional[Options] = None) -> "Explainer":
         """An Explainer over an open graph (``ggcam.engine.runner.open_graph`` or
         ``GuidedGradCamGraph``); closing the Explainer closes it."""
         self = cls.__new__(cls)
-        chosen = cls._methods(methods, fusion)
-        missing = [n for n in methods_mod.needs(chosen) if n not in graph.outputs]
+        chosen = cls._methods(methods, fusion, method_options)
+        missing = [n for n in methods_mod.graph_needs(chosen) if n not in graph.outputs]
         if missing:
             raise ValueError("the graph gives no %s, which %s read" % (", ".join(missing),
                                                                        ", ".join(m.name for m in chosen)))
@@ -85,11 +87,13 @@ class Explainer:
         return self
 
     @staticmethod
-    def _methods(methods, fusion: str) -> List[Method]:
+    def _methods(methods, fusion: str, options: Optional[Options] = None) -> List[Method]:
         if isinstance(methods, (str, Method)):
             methods = [methods]
-        return [m if isinstance(m, Method) else methods_mod.get(m, fusion)
-                for m in dict.fromkeys(m if isinstance(m, Method) else str(m) for m in methods)]
+        made = []  # type: List[Method]
+        for m in methods:
+            made.extend([m] if isinstance(m, Method) else methods_mod.make([str(m)], fusion, options))
+        return list({m.name: m for m in made}.values())
 
     def _start(self, graph, methods: List[Method], fusion: str, batch_size: int, max_side: int) -> None:
         self.graph = graph
@@ -153,16 +157,17 @@ class Explainer:
         pairs = [(i, t) for i, ts in enumerate(targets) for t in ts]
         floats = [p.astype(np.float32) / 255.0 for p in photos]
         fed = [floats[i] for i, _ in pairs]
-        result = self.graph.run(fed, [t for _, t in pairs], outputs=out.STANDARD + methods_mod.needs(self.methods))
-        workers = [m for m in self.methods if m.graph_work is not None]
+        # only what the methods read: the ops behind the rest do not run
+        result = self.graph.run(fed, [t for _, t in pairs], outputs=methods_mod.needs(self.methods))
+        working = any(m.graph_work is not None for m in self.methods)
         results = [[] for _ in photos]
         for k, (i, target) in enumerate(pairs):
             arrays = {name: value[k] for name, value in result.items()}
-            if workers:
+            if working:
                 image = fed[k] if fed[k].shape[:2] == tuple(self.model.input_size) else self.graph.resize(fed[k])
-                context = Context(self.graph, image, Target.of(int(arrays[out.LABEL])))
-                for m in workers:
-                    arrays.update(m.graph_work(context))
+                arrays.update(methods_mod.graph_work(self.methods, self.graph, image,
+                                                     Target.of(int(arrays[out.LABEL])),
+                                                     methods_mod.example(result, k, photo_size=False)))
             results[i].append(Explanation(
                 photo=photos[i], names=self.names, arrays=arrays, requested=target, source=sources[i],
                 methods=self.methods, fusion=self.fusion, model=self.model.name, layer=self.layer,

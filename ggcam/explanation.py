@@ -158,6 +158,13 @@ class Explanation:
             self._maps = methods_mod.maps(self.methods, photo_sized, self.photo.shape[:2])
         return self._maps
 
+    def map(self, name: str) -> np.ndarray:
+        """Method ``name``'s map at the photo's size, before display scaling."""
+        found = self.maps()
+        if name not in found:
+            raise KeyError("no method %r in this explanation (it has %s)" % (name, ", ".join(found)))
+        return found[name]
+
     def input_maps(self, size: Tuple[int, int]) -> Dict[str, np.ndarray]:
         """Each method's map at the model's input ``size`` (h_in, w_in), from the model-sized
         gradients, as the faithfulness measures use them (``ggcam.evaluation``)."""

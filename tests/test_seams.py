@@ -129,8 +129,8 @@ def test_from_graph_refuses_a_graph_without_the_outputs_methods_read(graph):
 
 
 def test_unknown_and_misnamed_methods_are_refused():
-    with pytest.raises(ValueError, match="no method named 'gradcam\\+\\+' \\(one of gradcam, "):
-        methods_mod.get("gradcam++")
+    with pytest.raises(ValueError, match="no method named 'gradcam\\+\\+\\+' \\(one of gradcam, "):
+        methods_mod.get("gradcam+++")
     with pytest.raises(ValueError, match="only a CAM can be guided|no method named"):
         methods_mod.get("guided_guided_backprop")
     with pytest.raises(ValueError, match="must not be empty or start with 'guided_'"):

@@ -14,6 +14,7 @@ from ggcam import labels as labels_mod
 from ggcam import methods as methods_mod
 from ggcam.core.gradcam import FUSIONS
 from ggcam.errors import OptionsError
+from ggcam.methods.base import Method
 from ggcam.io import decoding
 from ggcam.runs.naming import GLOB_CHARS, IMAGE_EXTENSIONS
 from ggcam.models import FILE_ONLY, zoo
@@ -206,6 +207,19 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fusion", choices=FUSIONS, default="paper",
                    help="paper: raw guided gradient x CAM, then scaled for display; "
                         "seed: min-max normalised guided gradient x CAM")
+    add_method_options(g)
+
+
+def add_method_options(g) -> None:
+    """The flags of parametrised methods (``ggcam.methods.Options``)."""
+    g.add_argument("--ig_steps", type=int, default=32,
+                   help="integrated_gradients: points on the path from the black image (default: %(default)s)")
+    g.add_argument("--smoothgrad", type=int, default=0, metavar="N",
+                   help="average each input-gradient map (saliency, guided_backprop, integrated_gradients) "
+                        "over N noisy copies of the image, as <name>_smoothgrad (default: off)")
+    g.add_argument("--smoothgrad_noise", type=float, default=0.15,
+                   help="SmoothGrad's noise: its standard deviation as a fraction of the input range "
+                        "(default: %(default)s)")
 
 
 def add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -217,14 +231,23 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
                    help="redo images whose outputs are already complete (default: skip them)")
 
 
-def methods_from_flags(args: argparse.Namespace) -> Tuple[str, ...]:
-    """--methods -> method names, each known (a usage error otherwise)."""
+def methods_from_flags(args: argparse.Namespace) -> List[Method]:
+    """--methods (with --fusion, --ig_steps, --smoothgrad, --smoothgrad_noise) -> the methods
+    (a usage error for an unknown one)."""
     chosen = tuple(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
     unknown = [m for m in chosen if m not in methods_mod.names()]
     if unknown or not chosen:
         raise UsageError("--methods: %s; choose among %s" % ("unknown %s" % ", ".join(unknown) if unknown else "none given",
                                                             ", ".join(methods_mod.names())))
-    return chosen
+    options = methods_mod.Options(getattr(args, "ig_steps", 32), getattr(args, "smoothgrad", 0),
+                                  getattr(args, "smoothgrad_noise", 0.15))
+    if options.ig_steps < 1 or options.smoothgrad < 0 or options.smoothgrad_noise < 0:
+        raise UsageError("--ig_steps must be at least 1, --smoothgrad and --smoothgrad_noise at least 0")
+    made = methods_mod.make(chosen, getattr(args, "fusion", "paper"), options)
+    if options.smoothgrad and not any(m.name.endswith("_smoothgrad") for m in made):
+        raise UsageError("--smoothgrad averages input-gradient maps (saliency, guided_backprop, "
+                         "integrated_gradients); --methods names none")
+    return made
 
 
 def targets_from_flags(args: argparse.Namespace, names: Optional[List[str]]) -> List[Target]:

@@ -71,8 +71,8 @@ def check_flags(args: argparse.Namespace) -> List[str]:
     if args.list_layers:
         raise cli.UsageError("--list_layers is inference.py's (python inference.py --list_layers ...)")
     cli.check_image_flags(args)
-    methods = cli.methods_from_flags(args)
-    choices = list(methods) + list(BASELINE_MAPS)
+    methods = [m.name for m in cli.methods_from_flags(args)]
+    choices = methods + list(BASELINE_MAPS)
     given = args.metric_maps if args.metric_maps is not None else (
         "guided_gradcam" if "guided_gradcam" in methods else methods[0])
     maps = [m.strip() for m in given.split(",") if m.strip()]

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (re-initialisation, random map)")
     p.add_argument("--methods", default=",".join(evaluation.MAP_METHODS),
                    help="comma-separated maps to check, as for inference.py (default: %(default)s)")
+    cli.add_method_options(p)
     cli.add_model_flags(p)
     return p
 

@@ -5,7 +5,7 @@ and targets are fed, so explaining more images or other classes never adds ops (
 finalized). ``make`` builds a graph or takes it from the graph cache (``ggcam.engine.cache``);
 ``ggcam.engine.graph`` runs it.
 """
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ggcam import outputs as out
 from ggcam import targets as targets_mod
@@ -38,7 +38,7 @@ class Built:
     axis order); ``plain_layer_pass``: whether the layer's gradient has a backward pass of its
     own. ``cache_name``: the cache entry to write once the weights restore (new graphs only).
     """
-    _TENSORS = ("photo", "resized", "resized_grad", "photo_grad", "images")
+    _TENSORS = ("photo", "resized", "resized_grad", "photo_grad", "images", "model_input")
 
     def __init__(self, graph: tf.Graph):
         self.graph = graph
@@ -46,6 +46,8 @@ class Built:
         self.selector = None  # type: Optional[tf.Tensor]
         self.fetches = {}  # type: Dict[str, tf.Tensor]
         self.layer_name, self.layer_tensor, self.plain_layer_pass = "", None, False
+        self.layer_perm = None  # type: Optional[List[int]]  # the layer's axes to [N, h, w, C], None when so
+        self.model_input = None  # type: Optional[tf.Tensor]  # the network's preprocessed input, NHWC
         self.cache_name = None  # type: Optional[str]
 
     @property
@@ -58,7 +60,7 @@ class Built:
                 "feeds": {k: {n: t.name for n, t in f.items()} for k, f in self.feeds.items()},
                 "selector": self.selector.name if self.selector is not None else None,
                 "fetches": {k: t.name for k, t in self.fetches.items()},
-                "layer_name": self.layer_name, "plain_layer_pass": self.plain_layer_pass,
+                "layer_name": self.layer_name, "plain_layer_pass": self.plain_layer_pass, "layer_perm": self.layer_perm,
                 "model": model.imported_state()}
 
     @classmethod
@@ -76,6 +78,7 @@ class Built:
             built.layer_tensor = built.fetches[out.ACTIVATIONS]  # zoo layers are NHWC
             built.layer_name = names["layer_name"]
             built.plain_layer_pass = bool(names["plain_layer_pass"])
+            built.layer_perm = names.get("layer_perm")
             model.attach_imported(built.graph, names["model"])
         return built
 
@@ -151,8 +154,9 @@ def build(model: Model, layer: Optional[str] = None, guided_relu6: str = "exact"
         if conv_grad is None or input_grad is None:
             raise ModelError("the logits of %s do not depend on %s" % (
                 model.name, built.layer_name if conv_grad is None else "the input image"))
-        built.layer_tensor = conv
+        built.layer_tensor, built.model_input = conv, model.model_input
         perm = detect.to_nhwc(model.layout(conv))
+        built.layer_perm = None if perm is None else list(perm)
         if perm is not None:  # a channels-first layer: the numpy side always gets [h, w, C]
             with tf.name_scope(ours):
                 conv, conv_grad = tf.transpose(conv, perm), tf.transpose(conv_grad, perm)

@@ -207,6 +207,35 @@ class GuidedGradCamGraph:
                                                for p, g in zip(photos, result[name])]
         return result
 
+    FED = ("model_input", "layer")  # what ``logits_fed`` may be given in place of the computed values
+
+    def model_inputs(self, images: np.ndarray) -> np.ndarray:
+        """The network's preprocessed input [N, h, w, c] (channels last) for model-sized
+        ``images`` [N, h, w, 3] in [0, 1]."""
+        self._check_open()
+        return self._run(self.built.model_input, {self.built.images: np.asarray(images, np.float32)})
+
+    def logits_fed(self, at: str, values: np.ndarray, image: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Logits [N, K] with ``at`` fed ``values`` [N, ...] instead of being computed: "model_input"
+        (as ``model_inputs`` gives it) or "layer" (the layer's [N, h, w, C], as ``run`` gives
+        its activations). Only the ops above it run; ``image`` (model-sized [h, w, 3] in [0, 1])
+        feeds any path to the logits that bypasses it."""
+        self._check_open()
+        if at not in self.FED:
+            raise ValueError("logits_fed: at must be one of %s, got %r" % (", ".join(self.FED), at))
+        values = np.asarray(values, np.float32)
+        tensor = self.built.model_input if at == "model_input" else self.built.layer_tensor
+        if at == "layer" and self.built.layer_perm is not None:  # back to the layer's own axis order
+            values = np.transpose(values, np.argsort(self.built.layer_perm))
+        step = min(batch_size, self.model.max_batch or batch_size)
+        image = np.asarray(image, np.float32)[None]
+        parts = []
+        for i in range(0, len(values), step):
+            piece = values[i:i + step]
+            parts.append(self._run(self.fetches[out.LOGITS],
+                                   {tensor: piece, self.built.images: np.repeat(image, len(piece), axis=0)}))
+        return np.concatenate(parts)
+
     def logits(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Forward pass only: model-sized images [N, h, w, 3] in [0, 1] -> logits [N, K]."""
         self._check_open()

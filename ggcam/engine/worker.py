@@ -22,7 +22,7 @@ from ggcam.targets import as_target
 # Seconds past a run's time limit before the child is stopped from here.
 _GRACE = 5.0
 # What the parent may ask of the child's graph (anything else is refused there).
-_CALLS = ("run", "logits", "resize", "photo_gradient")
+_CALLS = ("run", "logits", "resize", "photo_gradient", "model_inputs", "logits_fed")
 
 
 def serve(channel: isolation.Channel, model: Model, layer: Optional[str], guided_relu6: str, config,
@@ -110,6 +110,13 @@ class RemoteGraph:
 
     def resize(self, photo: np.ndarray) -> np.ndarray:
         return self._call("resize", np.asarray(photo, dtype=np.float32))
+
+    def model_inputs(self, images: np.ndarray) -> np.ndarray:
+        return self._call("model_inputs", np.asarray(images, dtype=np.float32))
+
+    def logits_fed(self, at: str, values: np.ndarray, image: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        return self._call("logits_fed", str(at), np.asarray(values, dtype=np.float32),
+                          np.asarray(image, dtype=np.float32), int(batch_size))
 
     def photo_gradient(self, grad: np.ndarray, photo_shape: Sequence[int]) -> np.ndarray:
         return self._call("photo_gradient", np.asarray(grad, dtype=np.float32), [int(d) for d in photo_shape])

@@ -47,6 +47,7 @@ CHECKS = ("randomization", "class", "deletion")
 MAP_METHODS = methods_mod.DEFAULT  # what is checked unless told otherwise
 BASELINE_METHODS = ("gradient", "random")
 BASELINE_TITLES = {"gradient": "Gradient", "random": "Random"}
+SANITY_RHO = 0.5  # a map whose rank correlation stays at or above this is insensitive (summary verdicts)
 STRIP_COLUMNS = 6     # layers shown in randomization_strip.png, evenly spaced, first and last included
 BLUR_SIGMA = 5.0      # insertion baseline, as in Petsiuk et al.
 GREY = 0.5            # deletion baseline: mid-grey in the [0, 1] image the model is fed
@@ -66,11 +67,17 @@ def title(name: str) -> str:
     return BASELINE_TITLES.get(name) or methods_mod.get(name).title
 
 
-def maps(out: Dict, i: int, methods: Optional[Sequence[Method]] = None) -> Dict[str, np.ndarray]:
+def maps(out: Dict, i: int, methods: Optional[Sequence[Method]] = None, graph=None,
+         image: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Maps of image i of a graph run at the model's input size, before display scaling
-    (``Method.compute``), by method name."""
+    (``Method.compute``), by method name. Methods with graph work run it on ``graph`` for the
+    model-sized ``image`` [h, w, 3] in [0, 1] the run was given."""
+    chosen = method_list(methods)
     arrays = methods_mod.example(out, i, photo_size=False)
-    return methods_mod.maps(method_list(methods), arrays, arrays[out_names.GUIDED_GRADIENT].shape[:2])
+    if any(m.graph_work is not None for m in chosen):
+        arrays.update(methods_mod.graph_work(chosen, graph, image, Target.of(int(out[out_names.LABEL][i])), arrays))
+    return methods_mod.maps(chosen, arrays, graph.input_size if graph is not None
+                            else arrays[out_names.GUIDED_GRADIENT].shape[:2])
 
 
 def compare(original: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> Dict[str, Tuple[float, float]]:
@@ -100,7 +107,7 @@ def randomization(graph, images: np.ndarray, labels: Sequence[int], seed: int = 
 
     def run() -> List[Dict[str, np.ndarray]]:
         out = graph.run(images, targets, photo_gradient=False)
-        return [maps(out, i, methods) for i in range(len(images))]
+        return [maps(out, i, methods, graph, images[i]) for i in range(len(images))]
 
     randomizer = graph.randomizer(seed)
     shown = set(strip_layers(list(randomizer.names.values())))
@@ -141,7 +148,8 @@ def class_sensitivity(graph, images: np.ndarray, low_rank: int, methods: Optiona
                     photo_gradient=False)
     rows = []
     for i in range(n):
-        for method, (rho, s) in compare(maps(out, i, methods), maps(out, n + i, methods)).items():
+        for method, (rho, s) in compare(maps(out, i, methods, graph, images[i]),
+                                        maps(out, n + i, methods, graph, images[i])).items():
             rows.append({"image": i, "top1": int(out["label"][i]), "other": int(out["label"][n + i]),
                          "method": method, "spearman": rho, "ssim": s})
     return rows
@@ -161,7 +169,7 @@ def faithfulness(graph, images: np.ndarray, out: Dict, steps: int, seed: int = 0
     rows = []
     for i, image in enumerate(images):
         target = labels[i]
-        candidates = maps(out, i, methods)
+        candidates = maps(out, i, methods, graph, image)
         candidates["gradient"] = out[out_names.PLAIN_GRADIENT][i]
         candidates["random"] = rng.random_sample(image.shape[:2])
         blurred = cv2.GaussianBlur(image, (0, 0), BLUR_SIGMA)
@@ -173,6 +181,24 @@ def faithfulness(graph, images: np.ndarray, out: Dict, steps: int, seed: int = 0
             scores = metrics.deletion_insertion(image, candidates[method], predict, blurred, GREY, steps)
             rows.append({"image": i, "target": target, "method": method,
                          "deletion_auc": scores["deletion_auc"], "insertion_auc": scores["insertion_auc"]})
+    return rows
+
+
+# ----------------------------------------------------------------------------- e. axioms
+
+def completeness(graph, images: np.ndarray, labels: Sequence[int], methods: Sequence[Method]) -> List[Dict]:
+    """Integrated gradients' completeness per image: the attributions' sum against the score
+    difference from the baseline, and the relative error (Sundararajan et al., 2017)."""
+    from ggcam.methods.integrated_gradients import GAP, IntegratedGradients
+    rows = []
+    for m in methods:
+        if not isinstance(m, IntegratedGradients):
+            continue
+        for i, (image, label) in enumerate(zip(images, labels)):
+            got = methods_mod.graph_work([m], graph, image, Target.of(int(label)))
+            total, gap = float(got[m.name].sum()), float(got[GAP])
+            rows.append({"image": i, "target": int(label), "method": m.name, "attribution_sum": total,
+                         "score_difference": gap, "relative_error": abs(total - gap) / max(abs(gap), 1e-12)})
     return rows
 
 
@@ -208,8 +234,11 @@ def pointing_game(graph, photos: Dict[str, np.ndarray], boxes: Dict, seed: int =
         photo = photos[key].astype(np.float32) / 255.0
         for label, class_boxes in classes.items():
             out = graph.run([photo], [Target.of(label)])
-            candidates = methods_mod.maps(method_list(methods), methods_mod.example(out, 0, photo_size=True),
-                                          photo.shape[:2])
+            chosen = method_list(methods)
+            arrays = methods_mod.example(out, 0, photo_size=True)
+            if any(m.graph_work is not None for m in chosen):
+                arrays.update(methods_mod.graph_work(chosen, graph, graph.resize(photo), Target.of(label)))
+            candidates = methods_mod.maps(chosen, arrays, photo.shape[:2])
             candidates["gradient"] = out[out_names.PLAIN_PHOTO_GRADIENT][0]
             candidates["random"] = rng.random_sample(photo.shape[:2])
             for method in candidates:
@@ -317,8 +346,37 @@ def strip_picture(image: np.ndarray, strip: "OrderedDict[str, Dict[str, np.ndarr
     return np.concatenate(rows, axis=0)
 
 
+def _mean(rows: List[Dict], key: str, **match) -> Optional[float]:
+    found = [r[key] for r in rows if all(r.get(k) == v for k, v in match.items())]
+    return float(np.mean(found)) if found else None
+
+
+def summary_table(random_rows, cls_rows, di_rows, pg_rows, axiom_rows=()) -> str:
+    """One row per method, the checks as columns (means over images), with the verdicts of
+    the two sanity checks: a map passes when its rank correlation with the trained model's
+    map after the logits layer alone is randomised, and with the low-ranked class's map, is
+    below ``SANITY_RHO``."""
+    methods = list(OrderedDict.fromkeys(r["method"] for rows in (random_rows, cls_rows, di_rows, pg_rows, axiom_rows)
+                                        for r in rows))
+    deepest = max([r["depth"] for r in random_rows if r["mode"] == "cascading"] or [0])
+    body = []
+    for m in methods:
+        top = _mean(random_rows, "spearman", method=m, mode="independent", depth=1)
+        cascade = _mean(random_rows, "spearman", method=m, mode="cascading", depth=deepest)
+        cls = _mean(cls_rows, "spearman", method=m)
+        verdict = ("pass" if top < SANITY_RHO and cls < SANITY_RHO else "fail") \
+            if top is not None and cls is not None else "—"
+        completeness_error = _mean(list(axiom_rows), "relative_error", method=m)
+        body.append([title(m)] + ["—" if v is None else v for v in (
+            top, cascade, cls, _mean(di_rows, "deletion_auc", method=m), _mean(di_rows, "insertion_auc", method=m),
+            _mean(pg_rows, "hit", method=m), completeness_error)] + [verdict])
+    return markdown_table(["method", "rho, logits layer randomised", "rho, all layers randomised (cascade)",
+                           "rho, top-1 vs low class", "deletion AUC", "insertion AUC", "pointing hit rate",
+                           "completeness error", "sanity checks"], body)
+
+
 def report(out_dir: str, paths: List[str], names: List[str], random_rows, cls_rows, di_rows, pg_rows,
-           model: str = "", layer: str = "", notes: Sequence[str] = ()) -> str:
+           model: str = "", layer: str = "", notes: Sequence[str] = (), axiom_rows: Sequence[Dict] = ()) -> str:
     """Write report.md (the tables of the checks that ran) into ``out_dir``; returns its text."""
     parts = ["# Explanation sanity checks and faithfulness", ""]
     if model:
@@ -326,6 +384,12 @@ def report(out_dir: str, paths: List[str], names: List[str], random_rows, cls_ro
     parts += ["Images: " + ", ".join("%d `%s`" % (i, p) for i, p in enumerate(paths)), ""]
     for note in notes:
         parts += [note[0].upper() + note[1:] + ".", ""]
+    parts += ["## Summary", "",
+              "Means over images; the sanity checks pass when both rank correlations (after the logits "
+              "layer is randomised; against a low-ranked class's map) are below %.1f: the map depends on "
+              "the model's top layer and on the class. Completeness: integrated gradients' "
+              "|sum - score difference| / |score difference|." % SANITY_RHO, "",
+              summary_table(random_rows, cls_rows, di_rows, pg_rows, axiom_rows), ""]
     if random_rows:
         parts += ["## a. Model randomisation", "",
                   "Mean over images of the similarity between each map and the trained model's map "
@@ -357,6 +421,12 @@ def report(out_dir: str, paths: List[str], names: List[str], random_rows, cls_ro
                   markdown_table(["method", "hit rate", "pairs"],
                                  [[title(m), rate, sum(1 for r in pg_rows if r["method"] == m)]
                                   for m, rate in summarize(pg_rows, ("method",), ("hit",))]), ""]
+    if axiom_rows:
+        parts += ["## e. Completeness of integrated gradients", "",
+                  "Attributions summed against score(image) - score(black image), per image.", "",
+                  markdown_table(["image", "method", "attribution sum", "score difference", "relative error"],
+                                 [[r["image"], r["method"], r["attribution_sum"], r["score_difference"],
+                                   r["relative_error"]] for r in axiom_rows]), ""]
     text = "\n".join(parts)
     safe_files.atomic_write_text(os.path.join(out_dir, "report.md"), text)
     return text
@@ -428,7 +498,7 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
 
     from ggcam.engine import runner  # TensorFlow loads here
     from ggcam.models import make_model
-    wanted = out_names.STANDARD + methods_mod.needs(chosen) + (
+    wanted = out_names.STANDARD + methods_mod.graph_needs(chosen) + (
         (out_names.PLAIN_GRADIENT,) if "deletion" in checks or boxes else ())
     with runner.open_graph(make_model(**model_kwargs), layer, outputs=wanted) as graph:
         model = graph.model
@@ -461,10 +531,11 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
         di_rows = faithfulness(graph, images, trained, steps, seed, chosen) if "deletion" in checks else []
         pg_rows = (pointing_game(graph, {k: photos[box_paths[k]] for k in boxes}, boxes, seed, chosen)
                    if boxes else [])
+        axiom_rows = completeness(graph, images, trained["label"], chosen)
         layer_name = graph.layer_name
 
     for name, rows in (("randomization", random_rows), ("class_sensitivity", cls_rows),
-                       ("deletion_insertion", di_rows), ("pointing_game", pg_rows)):
+                       ("deletion_insertion", di_rows), ("pointing_game", pg_rows), ("completeness", axiom_rows)):
         if rows:
             write_csv(os.path.join(output_dir, name + ".csv"), rows)
     if random_rows:
@@ -472,5 +543,5 @@ def evaluate(paths: Sequence[str], model_kwargs: Dict, output_dir: str, checks: 
         safe_files.save_picture(os.path.join(output_dir, "randomization_strip.png"),
                                 strip_picture(images[0], strip, chosen))
     text = report(output_dir, list(photos), model.class_names, random_rows, cls_rows, di_rows, pg_rows,
-                  model=model.name, layer=layer_name, notes=notes)
+                  model=model.name, layer=layer_name, notes=notes, axiom_rows=axiom_rows)
     return Evaluation(text, failed)

@@ -4,12 +4,12 @@ graph outputs (``ggcam.outputs``), registered by name (``ggcam.methods.registry`
 A new method is one module here: a ``Method`` subclass and a ``register`` call. Guided versions
 of CAM methods are made by name (``guided_gradcam``). ``maps`` makes the maps of a graph run.
 """
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ggcam import outputs as out
-from ggcam.methods.base import Context, Method  # noqa: F401
+from ggcam.methods.base import Context, Method, Options  # noqa: F401
 from ggcam.methods.registry import get, make, names, register  # noqa: F401
 
 # What the command lines make unless told otherwise: the paper's three maps.
@@ -17,8 +17,16 @@ DEFAULT = ("gradcam", "guided_backprop", "guided_gradcam")
 
 
 def needs(methods: Sequence[Method]) -> Tuple[str, ...]:
-    """The graph outputs ``methods`` read (``ggcam.outputs``), each once, in the contract's order."""
+    """The graph outputs ``methods`` read from the explanation's run (``ggcam.outputs``), each
+    once, in the contract's order."""
     wanted = {n for m in methods for n in m.needs}
+    return tuple(n for n in out.ALL if n in wanted)
+
+
+def graph_needs(methods: Sequence[Method]) -> Tuple[str, ...]:
+    """The outputs a graph must be built with for ``methods``: what they read and what their
+    graph work fetches."""
+    wanted = {n for m in methods for n in tuple(m.needs) + tuple(m.uses)}
     return tuple(n for n in out.ALL if n in wanted)
 
 
@@ -30,6 +38,22 @@ def example(result: Mapping, i: int, photo_size: bool) -> Dict[str, np.ndarray]:
         for name, photo in out.PHOTO.items():
             if photo in result:
                 arrays[name] = result[photo][i]
+    return arrays
+
+
+def graph_work(methods: Sequence[Method], graph, image: np.ndarray, target,
+               arrays: Optional[Mapping[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
+    """The arrays of the methods' graph work for one example (model-sized ``image`` [h, w, 3]
+    in [0, 1], its ``target``, the model-sized ``arrays`` of its run), each method's work once
+    (a guided method shares its CAM's)."""
+    context = Context(graph, image, target, arrays)
+    arrays, done = {}, set()
+    for m in methods:
+        work = m.graph_work
+        owner = getattr(getattr(work, "__self__", None), "name", m.name)
+        if work is not None and owner not in done:
+            done.add(owner)
+            arrays.update(work(context))
     return arrays
 
 

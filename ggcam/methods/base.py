@@ -8,19 +8,39 @@ arrays (several forward passes, noise, integration paths) sets ``graph_work``: i
 ``Context`` while the graph is open and returns arrays of its own, which ``compute`` then reads
 like the outputs (they are kept in ``raw.npz`` too).
 """
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ggcam import outputs as out
 from ggcam.core import gradcam as gc
+
+
+class Options(NamedTuple):
+    """What parametrised methods read (the command lines' flags of the same names):
+    integrated gradients' steps; SmoothGrad's samples (0: off) and noise (its standard
+    deviation, as a fraction of the [0, 1] input range)."""
+    ig_steps: int = 32
+    smoothgrad: int = 0
+    smoothgrad_noise: float = 0.15
 
 
 class Context:
     """What a method's ``graph_work`` may ask of the graph for one example: the model-sized
-    input ``image`` [h, w, 3] in [0, 1], its ``target``, and more runs of the same graph."""
+    input ``image`` [h, w, 3] in [0, 1], its ``target``, the example's ``arrays`` from the
+    explanation's run (model-sized; may be empty), and more runs of the same graph."""
 
-    def __init__(self, graph, image: np.ndarray, target: Any):
+    def __init__(self, graph, image: np.ndarray, target: Any, arrays: Optional[Mapping[str, np.ndarray]] = None):
         self.graph, self.image, self.target = graph, image, target
+        self.arrays = dict(arrays or {})
+
+    def outputs(self, names: Sequence[str]) -> Dict[str, np.ndarray]:
+        """The example's own ``names`` (``ggcam.outputs``): from the explanation's run when it
+        has them, else from a run of its own."""
+        if all(n in self.arrays for n in names):
+            return {n: self.arrays[n] for n in names}
+        got = self.run(self.image[None], names)
+        return {n: got[n][0] for n in names}
 
     def run(self, images: np.ndarray, outputs: Sequence[str], targets: Optional[Sequence[Any]] = None
             ) -> Dict[str, np.ndarray]:
@@ -34,11 +54,14 @@ class Context:
 class Method:
     """One method. ``name``: its name in ``--methods``, file names and raw.npz; ``title``: what
     a person reads; ``needs``: graph outputs it reads (``ggcam.outputs``; an input gradient is
-    given at the map's size); ``cam``: whether its map is a CAM ([H, W] in [0, 1])."""
+    given at the map's size); ``uses``: those its ``graph_work`` runs fetch; ``cam``: whether
+    its map is a CAM ([H, W] in [0, 1])."""
     name = ""
     title = ""
     needs = ()  # type: Tuple[str, ...]
+    uses = ()  # type: Tuple[str, ...]  # outputs its graph_work asks the graph for
     cam = False
+    smoothable = False  # an input-gradient map SmoothGrad can average (``ggcam.methods.smoothgrad``)
     graph_work = None  # or a method graph_work(self, context) -> {name: array} (module docstring)
 
     def compute(self, arrays: Mapping[str, np.ndarray], size: Tuple[int, int]) -> np.ndarray:
@@ -57,5 +80,42 @@ class Method:
         """Arrays of its own for raw.npz, from the example's model-sized arrays (default none)."""
         return {}
 
+    def configured(self, options: Options) -> "Method":
+        """This method with ``options`` applied (itself when it reads none)."""
+        return self
+
     def __repr__(self) -> str:
         return "<method %s>" % self.name
+
+
+class CamMethod(Method):
+    """A CAM method computed from the layer's activations and gradient of one backward pass:
+    subclasses give ``layer_map`` (the CAM at the layer's resolution, after its ReLU, not
+    normalised); the map is it upsampled to the photo and divided by its maximum."""
+    needs = (out.ACTIVATIONS, out.LAYER_GRADIENT)
+    cam = True
+
+    def layer_map(self, activations: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+        """[h, w] >= 0 from activations and gradient [h, w, C]."""
+        raise NotImplementedError
+
+    def layer_cam(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.layer_map(np.asarray(arrays[out.ACTIVATIONS], np.float64),
+                                         np.asarray(arrays[out.LAYER_GRADIENT], np.float64)), np.float32)
+
+    def compute(self, arrays: Mapping[str, np.ndarray], size: Tuple[int, int]) -> np.ndarray:
+        return gc.cam_image(self.layer_cam(arrays), size[0], size[1])
+
+    def raw(self, arrays: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return {"cam_" + self.name: self.layer_cam(arrays)}
+
+
+def weighted_cam(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ReLU of the feature maps [h, w, C] summed with channel ``weights`` [C]: [h, w]."""
+    return np.maximum(np.tensordot(activations, weights, axes=([2], [0])), 0.0)
+
+
+def resized(saliency: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """A model-sized map [h, w, 3] bilinearly resized to ``size`` (H, W)."""
+    saliency = np.asarray(saliency, np.float32)
+    return saliency if saliency.shape[:2] == tuple(size) else gc.upsample(saliency, size[0], size[1])

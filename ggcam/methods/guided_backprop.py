@@ -14,6 +14,7 @@ class GuidedBackprop(Method):
     name = "guided_backprop"
     title = gc.TITLES["guided_backprop"]
     needs = (out.GUIDED_GRADIENT,)
+    smoothable = True
 
     def compute(self, arrays: Mapping[str, np.ndarray], size: Tuple[int, int]) -> np.ndarray:
         return np.asarray(arrays[out.GUIDED_GRADIENT], np.float32)
