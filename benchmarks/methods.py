@@ -6,10 +6,10 @@ side with pytorch-grad-cam's implementation of the same CAM method on the same w
 a. The closed-form CAM methods (gradcam++, xgradcam, layercam, hirescam, eigencam) all together
    against Grad-CAM alone: the explanation (batch 8, one network pass) and every method's map,
    best of 3; they reuse the one backward pass, so the ratio is their numpy cost.
-b. Per method, images/s of explain + the map, batch 1 as pytorch-grad-cam runs a method: here and,
-   when benchmarks/.venv-torch exists (make bench sets it up), pytorch-grad-cam 1.5.7 on the
-   PyTorch MobileNet V1 of benchmarks/peer_pytorch_grad_cam.py; Score-CAM and Ablation-CAM (a
-   forward pass per channel) on ``--slow_images`` images.
+b. Per method, images/s of explain + the map, here and, when benchmarks/.venv-torch exists
+   (make bench sets it up), pytorch-grad-cam 1.5.7 on the PyTorch MobileNet V1 of
+   benchmarks/peer_pytorch_grad_cam.py, both at batch 8; Score-CAM and Ablation-CAM (a forward
+   pass per channel, per image on both sides) at batch 1 on ``--slow_images`` images.
 c. Integrated gradients (32 steps) and SmoothGrad (25 samples of guided backprop), images/s.
 
 Prints one JSON line per row and a summary line; writes the rows to ``--output``.
@@ -88,9 +88,9 @@ def main() -> None:
         emit(part="a", methods="gradcam+" + "+".join(CLOSED_FORM), batch=8, images_per_s=1 / together,
              ratio_to_gradcam=together / alone)
         for name in PEER:
-            n = args.slow_images if name in SLOW else args.images
-            seconds = ours(photos[:n], [name], 1, 1 if name in SLOW else args.repeats)
-            emit(part="b", tool="ours", method=name, images=n, images_per_s=1 / seconds)
+            n, batch = (args.slow_images, 1) if name in SLOW else (args.images, 8)
+            seconds = ours(photos[:n], [name], batch, 1 if name in SLOW else args.repeats)
+            emit(part="b", tool="ours", method=name, images=n, batch=batch, images_per_s=1 / seconds)
         if os.path.exists(TORCH_PYTHON):
             torch_peer(paths[:1], [1], 1, folder)  # exports the weights into folder
             script = os.path.join(HERE, "peer_pytorch_grad_cam.py")
@@ -101,7 +101,8 @@ def main() -> None:
                 for p in paths[:n]:
                     os.link(p, os.path.join(sub, os.path.basename(p)))
                 run = subprocess.run([TORCH_PYTHON, script, "--weights=%s" % os.path.join(folder, "weights.npz"),
-                                      "--images=%s" % sub, "--methods=%s" % name],
+                                      "--images=%s" % sub, "--methods=%s" % name,
+                                      "--batches=%d" % (1 if name in SLOW else 8)],
                                      stdout=subprocess.PIPE, universal_newlines=True, check=True)
                 peer = [json.loads(l) for l in run.stdout.splitlines() if l.startswith("{")][-1]
                 mine = [r for r in rows if r.get("method") == name and r.get("tool") == "ours"][-1]

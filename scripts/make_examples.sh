@@ -28,3 +28,15 @@ explain grace_hopper_emotion --keras=checkpoints/examples/emotion_model.hdf5 \
 
 # The README's evaluation section: sanity checks and faithfulness on the example images.
 "$PY" evaluate.py --image=images --boxes=docs/evaluation/boxes.json --output_dir=docs/evaluation > /dev/null
+
+# docs/methods.md: the CAM and gradient families side by side, and each scored (docs/evaluation/methods/).
+explain chelsea_methods --image=images/chelsea.png \
+    --methods=gradcam++,layercam,eigencam,ablationcam,saliency,integrated_gradients
+METHODS=gradcam,gradcam++,xgradcam,layercam,hirescam,eigencam,ablationcam,guided_backprop,saliency,integrated_gradients,guided_gradcam,guided_gradcam++,guided_layercam
+"$PY" evaluate.py --image=images --boxes=docs/evaluation/boxes.json --methods="$METHODS" \
+    --output_dir=docs/evaluation/methods > /dev/null
+# Score-CAM runs a forward pass per channel (1024): scored without the randomisation check.
+"$PY" evaluate.py --image=images --boxes=docs/evaluation/boxes.json --methods=scorecam,guided_scorecam \
+    --checks=class,deletion --output_dir=docs/evaluation/methods/scorecam > /dev/null
+# The strip of 13 methods is kept at half size.
+"$PY" -c "import sys; from PIL import Image; p = sys.argv[1]; i = Image.open(p); i.resize((i.width // 2, i.height // 2), Image.LANCZOS).save(p, optimize=True)" docs/evaluation/methods/randomization_strip.png

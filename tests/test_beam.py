@@ -288,3 +288,23 @@ def test_t_quantiles_and_intervals():
     half = 3.182 * values.std(ddof=1) / 2.0
     assert (ci["mean"], ci["ci95_low"], ci["ci95_high"]) == pytest.approx((0.35, 0.35 - half, 0.35 + half))
     assert bp.mean_ci(1, 0.3, 0.09)["ci95_low"] is None and bp.mean_ci(0, 0.0, 0.0)["mean"] is None
+
+
+@pytest.mark.extended
+def test_the_pipeline_takes_the_methods_flags(tmp_path):
+    """--methods, --ig_steps and --smoothgrad as for inference.py; --metrics scores the maps named."""
+    beam_or_skip()
+    photos, out = str(tmp_path / "photos"), str(tmp_path / "out")
+    os.makedirs(photos)
+    Image.open(os.path.join(ROOT, "images", "chelsea.png")).convert("RGB").resize((200, 150)).save(
+        os.path.join(photos, "chelsea.jpg"), quality=92)
+    done = run_beam("--image=%s" % photos, "--output_dir=%s" % out, "--save_raw", "--methods=layercam,saliency",
+                    "--smoothgrad=2", "--metrics", "--metric_maps=layercam,saliency_smoothgrad", "--metric_steps=4")
+    assert done.returncode == 0, done.stderr
+    (row,) = read_shards(out)
+    folder = os.path.join(out, row["folder"])
+    assert sorted(os.listdir(folder)) == sorted(["input.jpg", "layercam.png", "saliency_smoothgrad.png", "overlay.png",
+                                                 "panel.png", "raw.npz"])
+    with np.load(os.path.join(folder, "raw.npz")) as raw:
+        assert {"cam_layercam", "saliency_smoothgrad"} <= set(raw.files)
+    assert 0.0 <= row["insertion_auc_saliency_smoothgrad"] <= 1.0 and 0.0 <= row["deletion_auc_layercam"] <= 1.0

@@ -107,11 +107,12 @@ FORMULAS = {"gradcam": gradcam, "gradcam++": gradcam_pp, "xgradcam": xgradcam, "
             "hirescam": hirescam, "eigencam": eigencam}
 
 
+@pytest.mark.parametrize("shape", [(5, 6, 7), (3, 3, 20)], ids=["more positions", "more channels"])
 @pytest.mark.parametrize("name", sorted(FORMULAS))
-def test_closed_form_cams_on_random_arrays(name):
+def test_closed_form_cams_on_random_arrays(name, shape):
     rng = np.random.RandomState(len(name))
-    a = np.maximum(rng.randn(5, 6, 7), 0.0)
-    g = rng.randn(5, 6, 7)
+    a = np.maximum(rng.randn(*shape), 0.0)
+    g = rng.randn(*shape)
     g[0, 0, :] = 0.0  # Grad-CAM++'s alpha is zero where the gradient is
     method = methods_mod.get(name)
     np.testing.assert_allclose(method.layer_cam({out.ACTIVATIONS: a, out.LAYER_GRADIENT: g}), FORMULAS[name](a, g),

@@ -123,6 +123,13 @@ def test_a_method_object_need_not_be_registered(graph):
     assert e.picture("test_guided_magnitude").shape == e.photo.shape
 
 
+def test_a_run_fetches_only_what_its_methods_read(graph):
+    """Grad-CAM alone: no input gradient is fetched, so TensorFlow runs no op of it."""
+    e = Explainer.from_graph(graph, methods=["gradcam"]).explain(CHELSEA)[0]
+    assert set(e.arrays) == {out.LOGITS, out.LABEL, out.ACTIVATIONS, out.LAYER_GRADIENT}
+    assert "guided_backprop" not in e.raw()
+
+
 def test_from_graph_refuses_a_graph_without_the_outputs_methods_read(graph):
     with pytest.raises(ValueError, match="plain_gradient"):
         Explainer.from_graph(graph, methods=[ChannelSum()])

@@ -58,6 +58,7 @@ class GuidedGradCamGraph:
         self._options = tf.RunOptions(timeout_in_ms=int(timeout * 1000)) if timeout else None
         self.graph, self.fetches = built.graph, built.fetches
         self.images = built.images  # the model-sized input placeholder [N, h, w, 3] in [0, 1]
+        self._bypass = {}  # type: Dict[str, bool]  # see _bypassed
         self.layer_name, self.layer_tensor = built.layer_name, built.layer_tensor
         self.plain_layer_pass = built.plain_layer_pass
         self.closed = False
@@ -228,13 +229,30 @@ class GuidedGradCamGraph:
         if at == "layer" and self.built.layer_perm is not None:  # back to the layer's own axis order
             values = np.transpose(values, np.argsort(self.built.layer_perm))
         step = min(batch_size, self.model.max_batch or batch_size)
-        image = np.asarray(image, np.float32)[None]
+        image = np.asarray(image, np.float32)[None] if self._bypassed(tensor) else None
         parts = []
         for i in range(0, len(values), step):
             piece = values[i:i + step]
-            parts.append(self._run(self.fetches[out.LOGITS],
-                                   {tensor: piece, self.built.images: np.repeat(image, len(piece), axis=0)}))
+            feeds = {tensor: piece}
+            if image is not None:
+                feeds[self.built.images] = np.repeat(image, len(piece), axis=0)
+            parts.append(self._run(self.fetches[out.LOGITS], feeds))
         return np.concatenate(parts)
+
+    def _bypassed(self, tensor: tf.Tensor) -> bool:
+        """Whether the logits read the input image by a path that does not pass ``tensor``
+        (then the image is fed too); walked once per tensor."""
+        if tensor.name not in self._bypass:
+            seen, stack = set(), [self.fetches[out.LOGITS].op]
+            while stack:  # the ops that run when ``tensor`` is fed: a fed tensor's producer does not
+                op = stack.pop()
+                if op in seen:
+                    continue
+                seen.add(op)
+                stack.extend(t.op for t in op.inputs if t is not tensor)
+                stack.extend(op.control_inputs)
+            self._bypass[tensor.name] = self.built.images.op in seen
+        return self._bypass[tensor.name]
 
     def logits(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Forward pass only: model-sized images [N, h, w, 3] in [0, 1] -> logits [N, K]."""

@@ -25,6 +25,9 @@ class Options(NamedTuple):
     smoothgrad_noise: float = 0.15
 
 
+RUN_BATCH = 32  # images per graph run of a method's graph work
+
+
 class Context:
     """What a method's ``graph_work`` may ask of the graph for one example: the model-sized
     input ``image`` [h, w, 3] in [0, 1], its ``target``, the example's ``arrays`` from the
@@ -42,13 +45,16 @@ class Context:
         got = self.run(self.image[None], names)
         return {n: got[n][0] for n in names}
 
-    def run(self, images: np.ndarray, outputs: Sequence[str], targets: Optional[Sequence[Any]] = None
-            ) -> Dict[str, np.ndarray]:
+    def run(self, images: np.ndarray, outputs: Sequence[str], targets: Optional[Sequence[Any]] = None,
+            batch: int = RUN_BATCH) -> Dict[str, np.ndarray]:
         """The graph's ``outputs`` for model-sized ``images`` [N, h, w, 3] in [0, 1], each for
-        the example's target unless ``targets`` are given (no photo gradients)."""
+        the example's target unless ``targets`` are given (no photo gradients), in graph runs
+        of at most ``batch`` images (so that memory stays bounded however many there are)."""
         images = np.asarray(images, np.float32)
         targets = [self.target] * len(images) if targets is None else list(targets)
-        return self.graph.run(list(images), targets, photo_gradient=False, outputs=outputs)
+        parts = [self.graph.run(list(images[i:i + batch]), targets[i:i + batch], photo_gradient=False,
+                                outputs=outputs) for i in range(0, len(images), batch)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 class Method:
@@ -100,8 +106,9 @@ class CamMethod(Method):
         raise NotImplementedError
 
     def layer_cam(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(self.layer_map(np.asarray(arrays[out.ACTIVATIONS], np.float64),
-                                         np.asarray(arrays[out.LAYER_GRADIENT], np.float64)), np.float32)
+        # float32 as the graph gives them: the formulas' few passes over [h, w, C] stay cheap
+        return np.asarray(self.layer_map(np.asarray(arrays[out.ACTIVATIONS], np.float32),
+                                         np.asarray(arrays[out.LAYER_GRADIENT], np.float32)), np.float32)
 
     def compute(self, arrays: Mapping[str, np.ndarray], size: Tuple[int, int]) -> np.ndarray:
         return gc.cam_image(self.layer_cam(arrays), size[0], size[1])

@@ -28,10 +28,12 @@ class ScoreCam(CamMethod):
         activations = np.asarray(context.outputs([out.ACTIVATIONS])[out.ACTIVATIONS], np.float32)
         graph, label = context.graph, context.target.index
         model_input = graph.model_inputs(context.image[None])[0]  # [H_in, W_in, c]
-        masks = self.masks(activations, model_input.shape[:2])
-        scores = np.concatenate([graph.logits_fed("model_input", masks[i:i + BATCH, ..., None] * model_input[None],
-                                                  context.image, BATCH)[:, label]
-                                 for i in range(0, len(masks), BATCH)]).astype(np.float64)
+        scores = []
+        for start in range(0, activations.shape[-1], BATCH):  # a batch of masked inputs at a time
+            masks = self.masks(activations[..., start:start + BATCH], model_input.shape[:2])
+            scores.append(graph.logits_fed("model_input", masks[..., None] * model_input[None], context.image,
+                                           BATCH)[:, label])
+        scores = np.concatenate(scores).astype(np.float64)
         weights = np.exp(scores - scores.max())
         return {"scorecam_weights": (weights / weights.sum()).astype(np.float32)}
 

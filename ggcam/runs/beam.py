@@ -28,7 +28,7 @@ import time
 import uuid
 import zlib
 from collections import ChainMap
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 import numpy as np
@@ -38,6 +38,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from ggcam import methods as methods_mod
+from ggcam.methods.base import Method
 from ggcam.runs import folder as folder_run
 from ggcam.runs import naming
 from ggcam.io import decoding
@@ -64,7 +65,8 @@ class Settings:
                  guided_relu6: str = "exact", fusion: str = "paper", max_side: int = decoding.DEFAULT_MAX_SIDE,
                  save_raw: bool = False, overwrite: bool = False, min_batch_size: int = 1,
                  max_batch_size: int = 8, metric_maps: Sequence[str] = (), metric_steps: int = 16,
-                 methods: Sequence[str] = methods_mod.DEFAULT):
+                 methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT):
+        # methods: names or Method objects (configured ones, as the command line makes them)
         self.out_root, self.model_kwargs, self.layer = out_root, dict(model_kwargs), layer
         self.guided_relu6, self.fusion, self.max_side = guided_relu6, fusion, max_side
         self.save_raw, self.overwrite = save_raw, overwrite
