@@ -25,11 +25,17 @@ RAW_FILE = "raw.npz"
 OVERLAY, PANEL = "overlay", "panel"
 
 
+def overlay_name(cam: Method, first: bool) -> str:
+    """The overlay picture of a CAM method: 'overlay' for the first one, 'overlay_<name>' after."""
+    return OVERLAY if first else "%s_%s" % (OVERLAY, cam.name)
+
+
 def picture_names(methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT) -> Tuple[str, ...]:
-    """The pictures of an explanation by ``methods``: one per method, the overlay (when one of
-    them is a CAM method), the panel. Each is written as <name>.png."""
+    """The pictures of an explanation by ``methods``: one per method, each CAM method's overlay
+    (``overlay_name``), the panel. Each is written as <name>.png."""
     chosen = [m if isinstance(m, Method) else methods_mod.get(m) for m in dict.fromkeys(methods)]
-    return tuple([m.name for m in chosen] + ([OVERLAY] if any(m.cam for m in chosen) else []) + [PANEL])
+    cams = [m for m in chosen if m.cam]
+    return tuple([m.name for m in chosen] + [overlay_name(m, i == 0) for i, m in enumerate(cams)] + [PANEL])
 
 
 PICTURES = picture_names()  # the default methods' pictures
@@ -175,13 +181,13 @@ class Explanation:
         """One uint8 RGB picture at the photo's size (a name from ``picture_names``), computed once."""
         if name not in self._pictures:
             by_name = {m.name: m for m in self.methods}
+            overlays = {overlay_name(m, i == 0): m for i, m in enumerate(m for m in self.methods if m.cam)}
             if name in by_name:
                 pic = by_name[name].display(self.maps()[name])
-            elif name == OVERLAY and OVERLAY in self.picture_names:
-                first_cam = next(m for m in self.methods if m.cam)
-                pic = gc.overlay(self.photo, self.maps()[first_cam.name])
-            elif name == PANEL:
-                shown = self.picture_names[:-1]
+            elif name in overlays:
+                pic = gc.overlay(self.photo, self.maps()[overlays[name].name])
+            elif name == PANEL:  # each method, and the first CAM's overlay
+                shown = [m.name for m in self.methods] + [OVERLAY] * (OVERLAY in overlays)
                 pic = gc.panel([self.photo] + [self.picture(n) for n in shown],
                                [self.caption] + [by_name[n].title if n in by_name else gc.TITLES[n] for n in shown])
             else:
@@ -193,9 +199,16 @@ class Explanation:
         """All uint8 RGB pictures at the photo's size, keyed by ``picture_names``."""
         return {name: self.picture(name) for name in self.picture_names}
 
-    def overlay(self) -> Image.Image:
-        """The first CAM method's heatmap over the photo, as a PIL image."""
-        return Image.fromarray(self.picture(OVERLAY))
+    def overlay(self, method: Optional[str] = None) -> Image.Image:
+        """A CAM method's heatmap over the photo (default the first CAM method's), as a PIL image."""
+        if method is None:
+            return Image.fromarray(self.picture(OVERLAY))
+        cams = [m.name for m in self.methods if m.cam]
+        if method not in cams:
+            raise KeyError("no CAM method %r in this explanation (its CAM methods: %s)"
+                           % (method, ", ".join(cams) or "none"))
+        return Image.fromarray(self.picture(overlay_name(self.methods[[m.name for m in self.methods].index(method)],
+                                                         cams.index(method) == 0)))
 
     def panel(self) -> Image.Image:
         """The photo, each method's picture and the overlay side by side."""

@@ -279,6 +279,12 @@ def test_every_method_runs_and_writes_its_files(tiny, tmp_path):
     e.save(str(tmp_path / "all"), save_raw=True)
     written = set(p.name for p in (tmp_path / "all").iterdir())
     assert {n + ".png" for n in names} | {"overlay.png", "panel.png", "raw.npz"} <= written
+    # each CAM method has its overlay: the first one's is overlay.png
+    assert {"overlay_%s.png" % n for n in CAMS[1:]} <= written and "overlay_gradcam.png" not in written
+    np.testing.assert_array_equal(np.asarray(e.overlay("eigencam")), e.picture("overlay_eigencam"))
+    np.testing.assert_array_equal(np.asarray(e.overlay()), np.asarray(e.overlay("gradcam")))
+    with pytest.raises(KeyError, match="no CAM method 'saliency'"):
+        e.overlay("saliency")
     with np.load(str(tmp_path / "all" / "raw.npz")) as raw:
         assert {"cam"} | {"cam_" + n for n in CAMS if n != "gradcam"} | {"saliency", "integrated_gradients"} \
             <= set(raw.files)

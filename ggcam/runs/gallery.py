@@ -15,6 +15,8 @@ INDEX_FILE = "index.html"
 def _title(name: str) -> str:
     if name == OVERLAY:
         return "Overlay"
+    if name.startswith(OVERLAY + "_"):
+        return "Overlay (%s)" % _title(name[len(OVERLAY) + 1:])
     try:
         return methods_mod.get(name).title
     except ValueError:  # a method this process does not know (registered by another run)
