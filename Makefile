@@ -30,6 +30,7 @@ CKPT   := checkpoints/mobilenet_v1_1.0_224.ckpt.index
 DEMO_OUT := demo_output
 # benchmarks/results.json for tf1, results-tf2.json for tf2 (both git-ignored)
 BENCH_OUT := benchmarks/results$(if $(filter tf2,$(RT)),-tf2,).json
+METHODS_OUT := benchmarks/methods$(if $(filter tf2,$(RT)),-tf2,).json
 
 .PHONY: demo test test-all bench weights setup examples evaluate example-models clean runtime
 
@@ -50,10 +51,12 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q tests
 
-# Speed side by side (this project, the seed's pipeline shape, pytorch-grad-cam, forward only).
+# Speed side by side (this project, the seed's pipeline shape, pytorch-grad-cam, forward only),
+# then each method alone and against pytorch-grad-cam's own (benchmarks/methods.py).
 bench: setup
 	bash benchmarks/setup_torch_venv.sh
 	$(PY) benchmarks/speed.py --levers --output=$(BENCH_OUT)
+	$(PY) benchmarks/methods.py --output=$(METHODS_OUT)
 
 setup: $(STAMP) $(CKPT)
 	@echo "runtime $(RT): $(TF) in $(VENV) ($(WHY))"

@@ -1,7 +1,7 @@
 """Speed of each method (MobileNet V1, 224x224 JPEGs cut from the example photos), and side by
 side with pytorch-grad-cam's implementation of the same CAM method on the same weights.
 
-    .venv/bin/python benchmarks/methods.py [--images=8] [--slow_images=2] [--output=FILE]
+    .venv/bin/python benchmarks/methods.py [--images=8] [--slow_images=2] [--methods=a,b] [--output=FILE]
 
 a. The closed-form CAM methods (gradcam++, xgradcam, layercam, hirescam, eigencam) all together
    against Grad-CAM alone: the explanation (batch 8, one network pass) and every method's map,
@@ -70,8 +70,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--slow_images", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(PEER),
+                        help="part b's methods, among %s (default: all)" % ", ".join(PEER))
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
+    peer_methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in peer_methods if m not in PEER]
+    if unknown:
+        parser.error("--methods: unknown %s (choose among %s)" % (", ".join(unknown), ", ".join(PEER)))
     rows = []  # type: List[Dict]
 
     def emit(**row):
@@ -87,14 +93,14 @@ def main() -> None:
         emit(part="a", methods="gradcam", batch=8, images_per_s=1 / alone)
         emit(part="a", methods="gradcam+" + "+".join(CLOSED_FORM), batch=8, images_per_s=1 / together,
              ratio_to_gradcam=together / alone)
-        for name in PEER:
+        for name in peer_methods:
             n, batch = (args.slow_images, 1) if name in SLOW else (args.images, 8)
             seconds = ours(photos[:n], [name], batch, 1 if name in SLOW else args.repeats)
             emit(part="b", tool="ours", method=name, images=n, batch=batch, images_per_s=1 / seconds)
         if os.path.exists(TORCH_PYTHON):
             torch_peer(paths[:1], [1], 1, folder)  # exports the weights into folder
             script = os.path.join(HERE, "peer_pytorch_grad_cam.py")
-            for name in PEER:
+            for name in peer_methods:
                 n = args.slow_images if name in SLOW else args.images
                 sub = os.path.join(folder, name)
                 os.makedirs(sub)
@@ -110,7 +116,7 @@ def main() -> None:
                      ours_vs_peer=mine["images_per_s"] / peer["images_per_s"])
         else:
             print("no %s: pytorch-grad-cam not timed (make bench sets it up)" % TORCH_PYTHON, file=sys.stderr)
-        ig = ours(photos[:args.slow_images * 2], ["integrated_gradients"], 1, 1)
+        ig = ours(photos[:args.slow_images * 2], ["integrated_gradients"], 1, 1)  # 32 steps
         emit(part="c", method="integrated_gradients", steps=32, images_per_s=1 / ig)
         smooth = ours(photos[:args.slow_images * 2], ["guided_backprop"], 1, 1, methods_mod.Options(smoothgrad=25))
         emit(part="c", method="guided_backprop_smoothgrad", samples=25, images_per_s=1 / smooth)

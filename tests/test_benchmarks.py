@@ -66,6 +66,24 @@ def test_speed_benchmark_runs_on_two_images_and_torch_logits_agree(tmp_path):
     assert report["cold_start"]["first_picture_s"] <= report["cold_start"]["exit_s"]
 
 
+@pytest.mark.extended
+def test_methods_benchmark_times_each_method_against_pytorch_grad_cam(tmp_path):
+    torch_venv_or_skip()
+    output = tmp_path / "methods.json"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "methods.py"), "--images=2",
+                             "--slow_images=1", "--repeats=1", "--methods=gradcam,eigencam",
+                             "--output=%s" % output], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(output.read_text())
+    peer = {r["method"]: r for r in rows if r.get("tool") == "pytorch-grad-cam"}
+    assert set(peer) == {"gradcam", "eigencam"}
+    assert all(r["ours_vs_peer"] > 0 for r in peer.values())
+    assert {r["method"] for r in rows if r["part"] == "c"} == {"integrated_gradients", "guided_backprop_smoothgrad"}
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("closed_form_cams_vs_gradcam=") and "eigencam_vs_pytorch_grad_cam=" in summary
+
+
 def test_speed_variants_take_turns_and_each_keeps_its_best_round(monkeypatch):
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
     import speed

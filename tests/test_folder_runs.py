@@ -248,3 +248,26 @@ def test_evaluate_reports_a_non_image_and_goes_on(tmp_path, capsys):
     with open(str(out / "deletion_insertion.csv")) as f:
         assert {row["image"] for row in csv.DictReader(f)} == {"0"}
     assert "cat.png" in (out / "report.md").read_text()
+
+
+def test_a_run_that_can_read_no_image_writes_nothing(shared_graphs, tmp_path):
+    """No image could be read and the folder held nothing: no folder, results or gallery."""
+    import inference
+    from conftest import run_main
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a JPEG\n")
+    out = tmp_path / "new" / "nested"
+    result = run_main(inference.main, "--image=%s" % broken, "--top_k_targets=2", "--output_dir=%s" % out, "--quiet")
+    assert result.returncode == 1, result.stderr
+    assert "nothing written" in result.stdout and "broken.jpg" in result.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_leaves_no_folders_behind(shared_graphs, tmp_path):
+    import inference
+    from conftest import ROOT, run_main
+    out = tmp_path / "a" / "b" / ("x" * 300)  # too long a name for the file system
+    result = run_main(inference.main, "--image=%s" % os.path.join(ROOT, "images", "chelsea.png"),
+                      "--image=%s" % os.path.join(ROOT, "images", "coffee.png"), "--output_dir=%s" % out, "--quiet")
+    assert result.returncode == 1 and "output folder not writable" in result.stderr, result.stderr
+    assert not (tmp_path / "a").exists()

@@ -344,6 +344,8 @@ def expand_images(specs: Sequence[str]) -> Tuple[List[str], bool]:
             if not found:
                 raise UsageError("no files match %s" % spec)
             paths.extend(found)
+        elif spec.endswith(("/", os.sep)) and not os.path.exists(spec):
+            raise UsageError("--image: no such folder: %s" % spec)
         else:
             paths.append(spec)
     if dangling:
@@ -424,9 +426,10 @@ def show(path: str) -> None:
 
 def print_summary(summary) -> int:
     """A folder run's last line (``ggcam.runs.folder.Summary``); its exit status."""
-    print("%d explanation(s) of %d image(s), %d failed, %d image(s) already done%s; see %s"
+    print("%d explanation(s) of %d image(s), %d failed, %d image(s) already done%s; %s"
           % (summary.explained, summary.images, summary.failed, summary.skipped,
-             "; %d row(s) of earlier runs kept" % summary.kept if summary.kept else "", summary.index))
+             "; %d row(s) of earlier runs kept" % summary.kept if summary.kept else "",
+             "see %s" % summary.index if summary.index else "no image could be read: nothing written"))
     return EXIT_RUNTIME if summary.failed else EXIT_OK
 
 

@@ -2,7 +2,7 @@
 import os
 import secrets
 import tempfile
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import numpy as np
 
@@ -81,13 +81,34 @@ def check_writable(folder: str) -> None:
         raise OSError("output folder not writable: %s (%s is not a writable folder)" % (folder, path))
 
 
+def missing_folders(folder: str) -> List[str]:
+    """The folders ``os.makedirs(folder)`` would create, innermost first."""
+    found, path = [], os.path.abspath(folder)
+    while not os.path.lexists(path):
+        found.append(path)
+        path = os.path.dirname(path)
+    return found
+
+
+def remove_empty_folders(folders: List[str]) -> None:
+    """Remove each of ``folders`` (innermost first) that exists and is empty."""
+    for path in folders:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass  # not empty, or gone already
+
+
 def ensure_writable_dir(folder: str) -> None:
-    """Create ``folder`` if needed and check that files can be created in it."""
+    """Create ``folder`` if needed and check that files can be created in it; on failure the
+    folders it made are removed again."""
+    made = missing_folders(folder)
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):  # unnamed where the OS allows: nothing left behind
             pass
     except OSError as exc:
+        remove_empty_folders(made)
         raise OSError("output folder not writable: %s (%s)" % (folder, exc.strerror or exc))
 
 

@@ -55,6 +55,17 @@ def checkpoint_problems(prefix: str, expected: Dict[str, Tuple[int, ...]]) -> Li
     return problems
 
 
+def _mostly_other(prefix: str, expected: Dict[str, Tuple[int, ...]]) -> bool:
+    """Whether a readable checkpoint at ``prefix`` holds fewer than half of ``expected``'s
+    variables with their shapes: another network's weights, not a damaged copy of these."""
+    try:
+        found = dict(tf.train.list_variables(prefix))
+    except Exception:  # unreadable: a damaged copy, replaced with --force
+        return False
+    same = sum(1 for name, shape in expected.items() if name in found and tuple(found[name]) == shape)
+    return same < len(expected) / 2.0
+
+
 def build_network(e: ZooEntry, images: tf.Tensor) -> Tuple[tf.Tensor, "OrderedDict[str, tf.Tensor]"]:
     """Call the zoo network ``e`` on ``images`` (its preprocessed input) in inference mode.
 
@@ -133,11 +144,16 @@ class SlimModel(Model):
     def _create(self, model_input: tf.Tensor) -> tf.Tensor:
         logits, self._end_points = build_network(self.entry, model_input)
         variables = tf.global_variables()
-        problems = checkpoint_problems(self.checkpoint, {v.op.name: tuple(v.shape.as_list()) for v in variables})
+        expected = {v.op.name: tuple(v.shape.as_list()) for v in variables}
+        problems = checkpoint_problems(self.checkpoint, expected)
         if problems:
-            fix = fetch_command(self.name, self.checkpoint)
-            raise ModelError("%s; fetch it with: %s%s" % (problems[0], fix, "" if "no checkpoint" in problems[0]
-                                                           else " --force"))
+            own = default_checkpoint(self.name)
+            if os.path.abspath(self.checkpoint) != os.path.abspath(own) and _mostly_other(self.checkpoint, expected):
+                # another network's weights: replacing them (--force) would lose that checkpoint
+                raise ModelError("%s: not %s's weights; fetch them into their own place with: %s, and leave out "
+                                 "--checkpoint" % (problems[0], self.name, fetch_command(self.name, own)))
+            raise ModelError("%s; fetch it with: %s%s" % (problems[0], fetch_command(self.name, self.checkpoint),
+                                                           "" if "no checkpoint" in problems[0] else " --force"))
         self._variables = [v.op.name for v in variables]
         self._assigns = [v.initializer for v in variables]
         return logits

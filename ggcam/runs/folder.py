@@ -24,11 +24,12 @@ class Options:
     """How a folder run goes: ``output_dir`` (default ``DEFAULT_OUTPUT``); ``overwrite``: redo
     explanations whose files are complete; ``save_raw``: write raw.npz too; ``batch_size``
     images per graph run; ``max_side``: photos are shrunk to it first; ``quiet``: no progress
-    bar; ``methods``: the names of the maps made (``ggcam.methods``), what makes a folder complete."""
+    bar; ``methods``: the maps made (names or ``Method`` objects, ``ggcam.methods``), what makes
+    a folder complete."""
 
     def __init__(self, output_dir: Optional[str] = None, overwrite: bool = False, save_raw: bool = False,
                  batch_size: int = 8, max_side: int = decoding.DEFAULT_MAX_SIDE, quiet: bool = False,
-                 methods: Sequence[str] = methods_mod.DEFAULT):
+                 methods: Sequence = methods_mod.DEFAULT):
         self.output_dir = output_dir or DEFAULT_OUTPUT
         self.overwrite, self.save_raw, self.quiet = overwrite, save_raw, quiet
         self.batch_size, self.max_side, self.methods = batch_size, max_side, tuple(methods)
@@ -36,7 +37,8 @@ class Options:
 
 class Summary(NamedTuple):
     """What a folder run did: explanations made and failed by this run, its images, images
-    already done by earlier runs, rows of earlier runs kept, the gallery's path."""
+    already done by earlier runs, rows of earlier runs kept, the gallery's path ('' when the
+    run wrote nothing: no image could be read and the folder held no earlier results)."""
     explained: int
     failed: int
     images: int
@@ -105,14 +107,25 @@ def run_batch(options: Options, jobs: List[Tuple[str, List[Target]]], make_expla
     safe_files.check_writable(out_root)
     # The model is read before the folder is made: a model that is refused leaves nothing behind.
     built = [make_explainer()] if _pending(options, jobs, out_root)[1] else []
+    made = safe_files.missing_folders(out_root)
     try:
         safe_files.ensure_writable_dir(out_root)
         with safe_files.FolderLock(out_root):  # read again under the lock: another run may have finished some
-            return _run_batch_locked(options, jobs, out_root, lambda: built.pop() if built else make_explainer(),
-                                     _pending(options, jobs, out_root))
+            summary = _run_batch_locked(options, jobs, out_root, lambda: built.pop() if built else make_explainer(),
+                                        _pending(options, jobs, out_root))
     finally:
         for explainer in built:  # made but never handed over (no image could be read)
             explainer.close()
+    if summary.explained or summary.skipped or summary.kept:
+        return summary
+    # Nothing could be done (no image could be read) and nothing was there before: write nothing.
+    for name in results_mod.FILES + (gallery.INDEX_FILE,):
+        try:
+            os.remove(os.path.join(out_root, name))
+        except OSError:
+            pass
+    safe_files.remove_empty_folders(made)
+    return summary._replace(index="")
 
 
 def _pending(options: Options, jobs: List[Tuple[str, List[Target]]], out_root: str):

@@ -8,6 +8,7 @@ from typing import Dict, List
 from ggcam.io.safe_files import atomic_write_text
 
 CSV_FILE, JSONL_FILE = "results.csv", "results.jsonl"
+FILES = (CSV_FILE, JSONL_FILE)
 TOP_K = 5
 COLUMNS = (["path", "target", "target_index", "target_name", "probability"]
            + ["top%d_%s" % (r, f) for r in range(1, TOP_K + 1) for f in ("index", "name", "probability")]
