@@ -69,7 +69,10 @@ def test_expand_images_folder_keeps_image_extensions_sorted_and_counts_the_rest(
     paths, single = cli_mod.expand_images([str(photo_tree)])
     assert paths == [str(photo_tree / "a.png"), str(photo_tree / "b.jpg")]  # not recursive
     assert single is False
-    assert "skipped 1 file(s)" in capsys.readouterr().err                    # notes.txt
+    err = capsys.readouterr().err
+    assert "skipped 1 file(s) in %s without an image extension: notes.txt" % photo_tree in err
+    assert "1 sub-folder(s) of %s not entered; to include them, a ** glob such as --image='%s'" % (
+        photo_tree, os.path.join(str(photo_tree), "**", "*.jpg")) in err
 
 
 def test_expand_images_glob_list_and_plain_file(photo_tree):

@@ -471,3 +471,50 @@ def test_meta_graph_variables_of_every_kind_are_restored(tmp_path, kind):
     np.testing.assert_allclose(out["logits"], expected, rtol=1e-5, atol=1e-4)
     # d/d[0, 1] image = 2 * d/d[-1, 1] input: the chain rule through the input range
     np.testing.assert_allclose(out["guided_backprop"], 2 * expected_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_a_tensorflow_2_saved_model_is_refused_in_one_line_that_says_why(tmp_path):
+    """TF 2's tf.saved_model.save keys the weights by object path ("<path>/.ATTRIBUTES/
+    VARIABLE_VALUE", with the object graph under _CHECKPOINTABLE_OBJECT_GRAPH), not by the
+    variables' names; such a checkpoint is written here in that layout over a TF1 SavedModel."""
+    saved = str(tmp_path / "saved")
+    with tf.Graph().as_default():
+        image = tf.placeholder(tf.float32, [None, 8, 8, 3], name="image")
+        w = tf.Variable(np.ones((3, 2), np.float32), name="dense_weights")
+        logits = tf.matmul(tf.reduce_mean(tf.nn.relu(image), [1, 2]), w, name="logits")
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            tf.saved_model.simple_save(session, saved, {"image": image}, {"logits": logits})
+            graph_key = tf.Variable(b"", name="object_graph")
+            session.run(graph_key.initializer)
+            tf.train.Saver({"_CHECKPOINTABLE_OBJECT_GRAPH": graph_key,
+                            "_layers/0/kernel/.ATTRIBUTES/VARIABLE_VALUE": w}).save(
+                session, os.path.join(saved, "variables", "variables"), write_meta_graph=False, write_state=False)
+    with pytest.raises(ModelError) as caught:
+        GuidedGradCamGraph(SavedModelModel(saved, trust_model=True))
+    message = str(caught.value)
+    assert "is a TensorFlow 2 SavedModel" in message and "_layers/0/kernel/.ATTRIBUTES/VARIABLE_VALUE" in message
+    assert "lacks" not in message and "\n" not in message
+
+
+def test_a_truncated_checkpoint_says_what_is_wrong_on_either_runtime(tmp_path):
+    """TF 2's checkpoint reader raises IndexError for a short data file: still one line naming
+    the checkpoint and the reason."""
+    prefix = str(tmp_path / "model")
+    with tf.Graph().as_default():
+        image = tf.placeholder(tf.float32, [None, 8, 8, 3], name="image")
+        w = tf.Variable(np.ones((3, 2), np.float32), name="dense_weights")
+        tf.matmul(tf.reduce_mean(tf.nn.relu(image), [1, 2]), w, name="logits")
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            tf.train.Saver().save(session, prefix)
+    data = prefix + ".data-00000-of-00001"
+    with open(data, "rb") as f:
+        head = f.read(20)
+    with open(data, "wb") as f:
+        f.write(head)
+    with pytest.raises(ModelError) as caught:
+        GuidedGradCamGraph(MetaGraphModel(prefix + ".meta", checkpoint=prefix, trust_model=True))
+    message = str(caught.value)
+    assert message.startswith("cannot restore %s: " % prefix) and "\n" not in message, message
+    assert len(message) > len("cannot restore %s: " % prefix) + 5  # the reason, not an empty line

@@ -324,19 +324,25 @@ def expand_images(specs: Sequence[str]) -> Tuple[List[str], bool]:
         if spec.startswith("@"):
             paths.extend(_read_list(spec[1:]))
         elif os.path.isdir(spec):
-            skipped = 0
+            skipped, folders = [], 0
             for name in sorted(os.listdir(spec)):
                 full = os.path.join(spec, name)
                 if _dangling(full):
                     dangling.append(full)
+                elif os.path.isdir(full):
+                    folders += 1
                 elif not os.path.isfile(full):
                     continue
                 elif name.lower().endswith(IMAGE_EXTENSIONS):
                     paths.append(full)
                 else:
-                    skipped += 1
+                    skipped.append(name)
             if skipped:
-                _note("skipped %d file(s) in %s without an image extension" % (skipped, spec))
+                _note("skipped %d file(s) in %s without an image extension: %s"
+                      % (len(skipped), spec, ", ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")))
+            if folders:
+                _note("%d sub-folder(s) of %s not entered; to include them, a ** glob such as --image='%s'"
+                      % (folders, spec, os.path.join(spec.rstrip("/" + os.sep), "**", "*.jpg")))
         elif any(c in spec for c in GLOB_CHARS) and not os.path.lexists(spec):
             matches = sorted(glob.glob(spec, recursive=True))
             dangling.extend(p for p in matches if _dangling(p))

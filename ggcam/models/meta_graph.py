@@ -109,7 +109,7 @@ class MetaGraphModel(ImportedModel):
             return
         try:
             load_variables(session, [(v.initializer, read) for v, read in self._checkpoint_values()])
-        except (tf.errors.OpError, ValueError) as exc:
+        except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as exc:  # TF 2's reader: IndexError
             raise ModelError("cannot restore %s: %s" % (self._weights(), error_line(exc)))
 
     def file_sizes(self) -> List[int]:

@@ -7,8 +7,10 @@ from ggcam.models.base import ModelError
 from ggcam.models.meta_graph import MetaGraphModel
 from ggcam.models.model_files import parse_proto, read_file, valid_graph
 from ggcam.models.slim import checkpoint_exists
+from ggcam.tf.compat import tf
 
 _SERVE = "serve"
+OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"  # the key TF 2's object-based checkpoints start with
 
 
 class SavedModelModel(MetaGraphModel):
@@ -63,5 +65,21 @@ class SavedModelModel(MetaGraphModel):
         if variables and not checkpoint_exists(self.checkpoint):
             raise ModelError("%s reads variables (e.g. %s) but has no variables/variables.index"
                              % (self.path, variables[0].name))
+        if variables:
+            self._check_name_based(variables)
         if variables and not self.trust_model:
             self._check_weight_files(self.checkpoint)
+
+    def _check_name_based(self, variables: List) -> None:
+        """A SavedModel written by TensorFlow 2 (``tf.saved_model.save``, Keras ``save_format="tf"``)
+        keys its weights by object path, not by the variables' names: refused in one line."""
+        try:
+            keys = {name for name, _ in tf.train.list_variables(self.checkpoint)}
+        except Exception:  # unreadable: said when the weights are restored
+            return
+        if OBJECT_GRAPH in keys and not any(v.name in keys for v in variables):
+            example = sorted(k for k in keys if k != OBJECT_GRAPH)[:1]
+            raise ModelError("%s is a TensorFlow 2 SavedModel (tf.saved_model.save, or Keras save_format='tf'): its "
+                             "weights are stored by object path (%s), not by variable name, and only TF1 SavedModels "
+                             "are read; save the model as an HDF5 Keras file (model.save('model.h5')) and use --keras, "
+                             "or freeze its graph" % (self.path, example[0] if example else OBJECT_GRAPH))

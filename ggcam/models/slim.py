@@ -165,7 +165,7 @@ class SlimModel(Model):
             reader = tf.train.load_checkpoint(self.checkpoint)
             load_variables(session, [(a, functools.partial(reader.get_tensor, v))
                                      for v, a in zip(self._variables, self._assigns)])
-        except (tf.errors.OpError, ValueError) as exc:
+        except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as exc:  # TF 2's reader: IndexError
             raise ModelError("cannot restore %s: %s" % (self.checkpoint, error_line(exc)))
 
     # --------------------------------------------------------------- graph cache
