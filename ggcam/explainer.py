@@ -65,7 +65,7 @@ class Explainer:
             model = make_model(model=model, **model_files)
         elif model_files:
             raise ValueError("give either a Model or model arguments, not both")
-        chosen = self._methods(methods, fusion, method_options)
+        chosen = methods_mod.resolve(methods, fusion, method_options)
         # A model file not trusted runs in a process of its own (ggcam.engine.worker).
         graph = runner.open_graph(model, layer, guided_relu6, config, cache=cache_graph,
                                   outputs=out.STANDARD + methods_mod.graph_needs(chosen))
@@ -78,22 +78,13 @@ class Explainer:
         """An Explainer over an open graph (``ggcam.engine.runner.open_graph`` or
         ``GuidedGradCamGraph``); closing the Explainer closes it."""
         self = cls.__new__(cls)
-        chosen = cls._methods(methods, fusion, method_options)
+        chosen = methods_mod.resolve(methods, fusion, method_options)
         missing = [n for n in methods_mod.graph_needs(chosen) if n not in graph.outputs]
         if missing:
             raise ValueError("the graph gives no %s, which %s read" % (", ".join(missing),
                                                                        ", ".join(m.name for m in chosen)))
         self._start(graph, chosen, fusion, batch_size, max_side)
         return self
-
-    @staticmethod
-    def _methods(methods, fusion: str, options: Optional[Options] = None) -> List[Method]:
-        if isinstance(methods, (str, Method)):
-            methods = [methods]
-        made = []  # type: List[Method]
-        for m in methods:
-            made.extend([m] if isinstance(m, Method) else methods_mod.make([str(m)], fusion, options))
-        return list({m.name: m for m in made}.values())
 
     def _start(self, graph, methods: List[Method], fusion: str, batch_size: int, max_side: int) -> None:
         self.graph = graph
@@ -159,7 +150,7 @@ class Explainer:
         fed = [floats[i] for i, _ in pairs]
         # only what the methods read: the ops behind the rest do not run
         result = self.graph.run(fed, [t for _, t in pairs], outputs=methods_mod.needs(self.methods))
-        working = any(m.graph_work is not None for m in self.methods)
+        working = methods_mod.has_graph_work(self.methods)
         results = [[] for _ in photos]
         for k, (i, target) in enumerate(pairs):
             arrays = {name: value[k] for name, value in result.items()}

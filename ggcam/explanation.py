@@ -33,7 +33,7 @@ def overlay_name(cam: Method, first: bool) -> str:
 def picture_names(methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT) -> Tuple[str, ...]:
     """The pictures of an explanation by ``methods``: one per method, each CAM method's overlay
     (``overlay_name``), the panel. Each is written as <name>.png."""
-    chosen = [m if isinstance(m, Method) else methods_mod.get(m) for m in dict.fromkeys(methods)]
+    chosen = methods_mod.resolve(methods)
     cams = [m for m in chosen if m.cam]
     return tuple([m.name for m in chosen] + [overlay_name(m, i == 0) for i, m in enumerate(cams)] + [PANEL])
 
@@ -96,7 +96,7 @@ class Explanation:
         self.photo, self.names, self.source, self.fusion = photo, names, source, fusion
         self.model, self.layer, self.output_function = model, layer, output_function
         self.preprocessing, self.feeds = preprocessing, feeds
-        self.methods = [m if isinstance(m, Method) else methods_mod.get(m, fusion) for m in methods]
+        self.methods = methods_mod.resolve(methods, fusion)
         self.arrays = {k: np.asarray(v, np.int64 if k == out.LABEL else np.float32) for k, v in arrays.items()}
         missing = [n for n in methods_mod.needs(self.methods) if n not in self.arrays]
         if missing:

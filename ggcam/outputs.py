@@ -16,8 +16,6 @@ PLAIN_GRADIENT = "plain_gradient"      # [N, h_in, w_in, 3] plain (vanilla) grad
 # Each input gradient carried back through each photo's resize: a list of N [H, W, 3] arrays,
 # w.r.t. the photo in [0, 1] (``run(..., photo_gradient=True)``).
 PHOTO = {GUIDED_GRADIENT: "guided_backprop_image", PLAIN_GRADIENT: "plain_gradient_image"}
-GUIDED_PHOTO_GRADIENT = PHOTO[GUIDED_GRADIENT]
-PLAIN_PHOTO_GRADIENT = PHOTO[PLAIN_GRADIENT]
 
 INPUT_GRADIENTS = (GUIDED_GRADIENT, PLAIN_GRADIENT)
 # Every output a graph can give, and what it gives unless asked for more.

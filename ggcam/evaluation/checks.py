@@ -59,7 +59,7 @@ DEFAULT_LOW_RANK = 500
 def method_list(methods: Optional[Sequence[Union[str, Method]]] = None) -> List[Method]:
     """The methods checked (``ggcam.methods``): ``methods`` by name or as objects, default ``MAP_METHODS``."""
     chosen = MAP_METHODS if methods is None else methods
-    return [m if isinstance(m, Method) else methods_mod.get(m) for m in chosen]
+    return methods_mod.resolve(chosen)
 
 
 def title(name: str) -> str:
@@ -68,16 +68,20 @@ def title(name: str) -> str:
 
 
 def maps(out: Dict, i: int, methods: Optional[Sequence[Method]] = None, graph=None,
-         image: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
-    """Maps of image i of a graph run at the model's input size, before display scaling
-    (``Method.compute``), by method name. Methods with graph work run it on ``graph`` for the
-    model-sized ``image`` [h, w, 3] in [0, 1] the run was given."""
+         image: Optional[np.ndarray] = None, photo_size: Optional[Tuple[int, int]] = None
+         ) -> Dict[str, np.ndarray]:
+    """Maps of image i of a graph run, before display scaling (``Method.compute``), by method
+    name: at the model's input size, or at ``photo_size`` (H, W) from the run's photo gradients.
+    Methods with graph work run it on ``graph`` for the model-sized ``image`` [h, w, 3] in [0, 1]
+    the run was given."""
     chosen = method_list(methods)
-    arrays = methods_mod.example(out, i, photo_size=False)
-    if any(m.graph_work is not None for m in chosen):
-        arrays.update(methods_mod.graph_work(chosen, graph, image, Target.of(int(out[out_names.LABEL][i])), arrays))
-    return methods_mod.maps(chosen, arrays, graph.input_size if graph is not None
-                            else arrays[out_names.GUIDED_GRADIENT].shape[:2])
+    model_sized = methods_mod.example(out, i, photo_size=False)
+    arrays = model_sized if photo_size is None else methods_mod.example(out, i, photo_size=True)
+    if methods_mod.has_graph_work(chosen):
+        arrays.update(methods_mod.graph_work(chosen, graph, image, Target.of(int(out[out_names.LABEL][i])),
+                                             model_sized))
+    size = photo_size or (graph.input_size if graph is not None else arrays[out_names.GUIDED_GRADIENT].shape[:2])
+    return methods_mod.maps(chosen, arrays, size)
 
 
 def compare(original: Dict[str, np.ndarray], other: Dict[str, np.ndarray]) -> Dict[str, Tuple[float, float]]:
@@ -234,12 +238,9 @@ def pointing_game(graph, photos: Dict[str, np.ndarray], boxes: Dict, seed: int =
         photo = photos[key].astype(np.float32) / 255.0
         for label, class_boxes in classes.items():
             out = graph.run([photo], [Target.of(label)])
-            chosen = method_list(methods)
-            arrays = methods_mod.example(out, 0, photo_size=True)
-            if any(m.graph_work is not None for m in chosen):
-                arrays.update(methods_mod.graph_work(chosen, graph, graph.resize(photo), Target.of(label)))
-            candidates = methods_mod.maps(chosen, arrays, photo.shape[:2])
-            candidates["gradient"] = out[out_names.PLAIN_PHOTO_GRADIENT][0]
+            image = graph.resize(photo) if methods_mod.has_graph_work(method_list(methods)) else None
+            candidates = maps(out, 0, methods, graph, image, photo.shape[:2])
+            candidates["gradient"] = out[out_names.PHOTO[out_names.PLAIN_GRADIENT]][0]
             candidates["random"] = rng.random_sample(photo.shape[:2])
             for method in candidates:
                 x, y = metrics.peak(candidates[method])

@@ -4,7 +4,8 @@ graph outputs (``ggcam.outputs``), registered by name (``ggcam.methods.registry`
 A new method is one module here: a ``Method`` subclass and a ``register`` call. Guided versions
 of CAM methods are made by name (``guided_gradcam``). ``maps`` makes the maps of a graph run.
 """
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -14,6 +15,20 @@ from ggcam.methods.registry import get, make, names, register  # noqa: F401
 
 # What the command lines make unless told otherwise: the paper's three maps.
 DEFAULT = ("gradcam", "guided_backprop", "guided_gradcam")
+
+
+def resolve(methods: Union[str, Method, Sequence[Union[str, Method]]], fusion: str = "paper",
+            options: Optional[Options] = None) -> List[Method]:
+    """``methods`` (a name, a ``Method``, or a sequence of them) as ``Method`` objects, each name
+    once, in order: names are made with ``fusion`` and ``options`` (``registry.make``), objects
+    kept as given. ValueError for an unknown name."""
+    if isinstance(methods, (str, Method)):
+        methods = [methods]
+    made = OrderedDict()  # type: Dict[str, Method]
+    for m in methods:
+        for method in [m] if isinstance(m, Method) else make([str(m)], fusion, options):
+            made.setdefault(method.name, method)
+    return list(made.values())
 
 
 def needs(methods: Sequence[Method]) -> Tuple[str, ...]:
@@ -39,6 +54,11 @@ def example(result: Mapping, i: int, photo_size: bool) -> Dict[str, np.ndarray]:
             if photo in result:
                 arrays[name] = result[photo][i]
     return arrays
+
+
+def has_graph_work(methods: Sequence[Method]) -> bool:
+    """Whether any of ``methods`` runs the graph again (``Method.graph_work``)."""
+    return any(m.graph_work is not None for m in methods)
 
 
 def graph_work(methods: Sequence[Method], graph, image: np.ndarray, target,

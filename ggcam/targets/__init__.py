@@ -7,7 +7,7 @@ here that registers a ``TargetKind``; it is found by name from ``Model.target_ki
 import importlib
 import pkgutil
 
-from ggcam.targets.base import KindOps, TargetKind, from_key, kind, kind_names, register  # noqa: F401
+from ggcam.targets.base import KindOps, TargetKind, from_key, kind, register  # noqa: F401
 from ggcam.targets.classes import CLASS_KIND, Target, TargetLike, as_target, caption, encode  # noqa: F401
 
 for _module in pkgutil.iter_modules(__path__):  # every kind's module registers itself

@@ -56,10 +56,6 @@ def kind(name: str) -> TargetKind:
     return _KINDS[name]
 
 
-def kind_names():
-    return list(_KINDS)
-
-
 def from_key(key: str):
     """The target a results key names, whatever its kind ('label:282', 'top:2', ...)."""
     prefix = key.partition(":")[0]

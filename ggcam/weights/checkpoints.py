@@ -27,7 +27,6 @@ called.
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.request
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -35,7 +34,7 @@ import numpy as np
 
 from ggcam.models import zoo
 from ggcam.weights.registry import (FetchError, PackagedFile, download_package, extract_all, extract_member, open_tar,
-                            safe_members)
+                            safe_members, work_folder)
 
 __all__ = ["FetchError", "RequestError", "SOURCES", "fetch", "check_request", "default_source", "checkpoint_files",
            "expected_variables"]
@@ -277,12 +276,7 @@ def fetch(model: str = zoo.DEFAULT_MODEL, source: Optional[str] = None, prefix: 
         if not problems:
             return "checkpoint ready: %s" % prefix
         raise FetchError("%s; rerun with --force to replace it" % problems[0])
-    folder = os.path.dirname(os.path.abspath(prefix))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        work = tempfile.mkdtemp(prefix=".fetch-", dir=folder)
-    except OSError as exc:
-        raise FetchError("cannot write to %s: %s" % (folder, exc.strerror or exc))
+    work = work_folder(prefix)
     try:
         tmp_prefix = os.path.join(work, "new", os.path.basename(prefix))
         os.makedirs(os.path.dirname(tmp_prefix))

