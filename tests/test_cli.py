@@ -24,7 +24,7 @@ from ggcam.tf.compat import tf
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 PICTURE_FILES = sorted(OUTPUT_FILES)
 
-pytestmark = pytest.mark.usefixtures("shared_graphs")
+pytestmark = [pytest.mark.graph, pytest.mark.usefixtures("shared_graphs")]
 
 
 def cli(*args):
@@ -58,6 +58,8 @@ def chelsea_run(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.e2e
+@pytest.mark.smoke
 def test_writes_every_picture_and_raw_arrays(chelsea_run):
     out, result = chelsea_run
     assert sorted(os.listdir(str(out))) == sorted(PICTURE_FILES + ["raw.npz"])
@@ -284,6 +286,8 @@ def test_help_lists_every_flag():
         assert flag in result.stdout
 
 
+@pytest.mark.e2e
+@pytest.mark.smoke
 def test_help_does_not_load_tensorflow():
     # A new process: this one has TensorFlow loaded already.
     code = ("import sys, inference\n"

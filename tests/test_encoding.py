@@ -8,6 +8,8 @@ from PIL import Image
 
 from ggcam.io import encoding
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(params=["isal", "zlib"])
 def deflate(request, monkeypatch):

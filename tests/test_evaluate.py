@@ -16,6 +16,8 @@ from ggcam.evaluation import checks as evaluation
 from ggcam.io import decoding
 from ggcam.targets import Target
 
+pytestmark = pytest.mark.graph
+
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 MOBILENET_LAYERS = 28  # Logits, 13 x (pointwise, depthwise), Conv2d_0
 
@@ -27,6 +29,7 @@ def inputs(graph):
 
 # ----------------------------------------------------------------------------- no TensorFlow
 
+@pytest.mark.unit
 def test_short_names_drop_the_shared_scope():
     assert evaluation.short_names(["MobilenetV1/Logits/Conv2d_1c_1x1", "MobilenetV1/Conv2d_0"]) == \
         ["Logits/Conv2d_1c_1x1", "Conv2d_0"]
@@ -36,6 +39,7 @@ def test_short_names_drop_the_shared_scope():
     assert evaluation.short_names(["net/x", "net"]) == ["net/x", "net"]
 
 
+@pytest.mark.unit
 def test_strip_layers_are_evenly_spaced_from_first_to_last():
     layers = ["L%d" % i for i in range(MOBILENET_LAYERS)]
     picked = evaluation.strip_layers(layers)
@@ -44,6 +48,8 @@ def test_strip_layers_are_evenly_spaced_from_first_to_last():
     assert evaluation.strip_layers(["only"]) == ["only"] and evaluation.strip_layers([]) == []
 
 
+@pytest.mark.e2e
+@pytest.mark.smoke
 def test_help_does_not_load_tensorflow():
     # A new process: this one has TensorFlow loaded already.
     code = ("import sys, evaluate\n"
@@ -133,6 +139,7 @@ def test_cli_end_to_end_with_boxes(shared_graphs, tmp_path):
     assert "## c. Deletion and insertion" in report and "## d. Pointing game" in report
 
 
+@pytest.mark.unit
 def test_cli_bad_boxes_are_a_usage_error(tmp_path):
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"chelsea.png": {"282": [[10, 10, 5]]}}))
@@ -166,6 +173,7 @@ def frozen_pb(tmp_path_factory) -> str:
     return path
 
 
+@pytest.mark.e2e
 def test_frozen_graph_skips_randomisation_and_runs_the_rest(frozen_pb, tmp_path):
     out = tmp_path / "eval"
     result = run_main(evaluate.main, "--graph=%s" % frozen_pb, "--image=%s" % CHELSEA,
@@ -184,6 +192,7 @@ def test_frozen_graph_skips_randomisation_and_runs_the_rest(frozen_pb, tmp_path)
     assert "Weight randomisation does not apply to tiny" in report and "## a." not in report
 
 
+@pytest.mark.e2e
 def test_frozen_graph_class_bounds_are_checked_once_the_model_is_known(frozen_pb, tmp_path):
     result = run_main(evaluate.main, "--graph=%s" % frozen_pb, "--image=%s" % CHELSEA, "--checks=class",
                       "--low_rank=5", "--output_dir=%s" % (tmp_path / "a"))
@@ -217,6 +226,7 @@ def save_random_checkpoint(name: str, prefix: str) -> None:
             tf.train.Saver().save(sess, prefix, write_meta_graph=False, write_state=False)
 
 
+@pytest.mark.extended  # a larger zoo graph, as in tests/test_zoo.py
 def test_resnet_v1_50_from_a_random_checkpoint(tmp_path, monkeypatch):
     from ggcam.models.slim import SlimModel
     prefix = str(tmp_path / "resnet_v1_50.ckpt")

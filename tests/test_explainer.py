@@ -16,6 +16,8 @@ from ggcam.tf.compat import tf
 
 import tf_slim as slim  # noqa: E402
 
+pytestmark = pytest.mark.graph
+
 BULL_MASTIFF, TABBY_CAT = 244, 282
 
 

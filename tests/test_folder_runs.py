@@ -17,6 +17,8 @@ from ggcam import targets
 from conftest import ROOT
 from ggcam.explanation import OUTPUT_FILES, file_record, is_complete
 
+pytestmark = pytest.mark.unit
+
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")
 
@@ -136,6 +138,7 @@ def test_is_complete_checks_sizes_and_checksums(tmp_path):
 
 # ----------------------------------------------------------------------------- one folder, several runs
 
+@pytest.mark.graph
 def test_a_second_run_on_a_locked_folder_exits_without_writing(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -167,6 +170,7 @@ def two_runs(tmp_path_factory):
     return out, first, second, rows_first
 
 
+@pytest.mark.graph
 def test_later_runs_merge_with_earlier_results(two_runs):
     out, first, second, rows_first = two_runs
     assert first == 0 and second == 0
@@ -182,6 +186,7 @@ def test_later_runs_merge_with_earlier_results(two_runs):
     assert rows[1] == rows_first[1]
 
 
+@pytest.mark.graph
 def test_rerun_redoes_a_zero_byte_or_truncated_picture(two_runs, capsys):
     out = two_runs[0]
     rows = {(os.path.basename(r["path"]), r["target"]): r for r in jsonl(out)}
@@ -200,6 +205,7 @@ def test_rerun_redoes_a_zero_byte_or_truncated_picture(two_runs, capsys):
     assert len(jsonl(out)) == 4                                      # chelsea top:2 added, nothing doubled
 
 
+@pytest.mark.graph
 def test_rerun_asking_for_raw_arrays_redoes_folders_without_them(tmp_path, capsys):
     out = tmp_path / "out"
     assert run(capsys, "--image=%s" % COFFEE, "--image=%s" % CHELSEA, "--output_dir=%s" % out)[0] == 0
@@ -212,6 +218,7 @@ def test_rerun_asking_for_raw_arrays_redoes_folders_without_them(tmp_path, capsy
 
 # ----------------------------------------------------------------------------- smaller defects
 
+@pytest.mark.graph
 def test_explain_after_close_is_a_clear_error():
     from types import SimpleNamespace
     from ggcam import explainer, outputs
@@ -235,6 +242,7 @@ def test_top_classes_print_as_a_table_with_long_names_cut(capsys):
     assert len(lines[1]) == len(lines[2]) == len(lines[0])
 
 
+@pytest.mark.graph
 def test_evaluate_reports_a_non_image_and_goes_on(tmp_path, capsys):
     import evaluate
     shutil.copy(CHELSEA, str(tmp_path / "cat.png"))
@@ -250,6 +258,7 @@ def test_evaluate_reports_a_non_image_and_goes_on(tmp_path, capsys):
     assert "cat.png" in (out / "report.md").read_text()
 
 
+@pytest.mark.graph
 def test_a_run_that_can_read_no_image_writes_nothing(shared_graphs, tmp_path):
     """No image could be read and the folder held nothing: no folder, results or gallery."""
     import inference
@@ -263,6 +272,7 @@ def test_a_run_that_can_read_no_image_writes_nothing(shared_graphs, tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.graph
 def test_an_output_folder_that_cannot_be_made_leaves_no_folders_behind(shared_graphs, tmp_path):
     import inference
     from conftest import ROOT, run_main

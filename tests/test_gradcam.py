@@ -9,6 +9,8 @@ import pytest
 import gradcam as gc
 from conftest import ROOT
 
+pytestmark = pytest.mark.unit
+
 
 def test_cam_is_relu_of_gradient_weighted_maps():
     acts = np.zeros((2, 3, 2), np.float32)
@@ -116,6 +118,8 @@ def test_overlay_and_panel_shapes():
     assert pan.shape[0] == 100 + 2 * 6 + 28
 
 
+@pytest.mark.e2e
+@pytest.mark.smoke
 def test_gradcam_module_does_not_import_tensorflow():
     code = "import sys, gradcam; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -11,6 +11,8 @@ from ggcam.engine.graph import GuidedGradCamGraph
 from ggcam.models.slim import SlimModel
 from ggcam.tf.compat import tf
 
+pytestmark = pytest.mark.graph
+
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):

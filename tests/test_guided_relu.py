@@ -7,6 +7,8 @@ import pytest
 from ggcam.tf import guided as guided_relu
 from ggcam.tf.compat import tf
 
+pytestmark = pytest.mark.graph
+
 
 X = np.array([-1.0, 0.5, 3.0, 7.0], np.float32)   # below 0, in range, in range, above 6
 UPSTREAM = np.array([1.0, -1.0, 1.0, 1.0], np.float32)

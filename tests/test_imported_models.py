@@ -21,6 +21,8 @@ from ggcam.weights.registry import FetchError, example_path
 from ggcam.targets import Target
 from ggcam.tf.compat import tf
 
+pytestmark = pytest.mark.graph
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABBY = 282  # ImageNet class 281 "tabby" in the 1001-way numbering (0 is background)
 BASE_LOGITS = "MobilenetV1/Logits/SpatialSqueeze:0"

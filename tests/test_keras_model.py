@@ -17,6 +17,8 @@ from ggcam.tf.compat import tf
 
 import gradcam
 
+pytestmark = pytest.mark.graph
+
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 # Grace Hopper's face in matplotlib's sample photo (512x600): a square box around it with a
 # margin, as fer's face detector and its 10-pixel offsets would give.

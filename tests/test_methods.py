@@ -16,6 +16,8 @@ from ggcam.methods.base import Options
 from ggcam.models.frozen_graph import FrozenGraphModel
 from ggcam.tf.compat import tf
 
+pytestmark = pytest.mark.graph
+
 C, K = 4, 3  # the layer's channels, the classes
 RNG = np.random.RandomState(21)
 W = RNG.randn(3, C).astype(np.float32)            # 1x1 convolution, stride 2: 6x6 image -> 3x3 layer
@@ -163,6 +165,7 @@ def test_ablation_cam_equals_a_loop_of_single_forward_passes(tiny):
     np.testing.assert_allclose(e.raw()["cam_ablationcam"], cam_of(weights, a), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_methods_with_graph_work_run_in_the_models_own_process(tiny, tiny_file):
     """A file not trusted runs in a process of its own (RemoteGraph): the same maps there."""
     from ggcam.engine import runner

@@ -4,6 +4,8 @@ import pytest
 
 from ggcam.evaluation import metrics
 
+pytestmark = pytest.mark.unit
+
 
 def test_rankdata_averages_ties():
     np.testing.assert_array_equal(metrics.rankdata(np.array([3.0, 1.0, 3.0, 2.0])), [2.5, 0, 2.5, 1])
@@ -83,3 +85,25 @@ def test_pointing_game_with_a_known_peak():
     assert metrics.pointing_hit(saliency, [[60, 49, 80, 70]])          # corner 13.5 px away
     assert not metrics.pointing_hit(saliency, [[62, 52, 80, 70]])      # corner 17.0 px away
     assert metrics.pointing_hit(saliency, [[90, 90, 99, 99], [45, 45, 46, 55]])  # any box counts
+
+
+@pytest.mark.e2e
+@pytest.mark.extended
+def test_spearman_and_ssim_agree_with_scipy_and_scikit_image():
+    """Reference check against the libraries that define the metrics, in their own venv
+    (.venv-reference, `make reference-setup`): Spearman equals scipy's, ties included; the SSIM
+    map equals scikit-image's full map up to its window's truncation at 3.5 sigma (ours, OpenCV's,
+    at 4 sigma), and so does the mean over the pixels scikit-image averages."""
+    import json
+    import os
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    python = os.path.join(root, ".venv-reference", "bin", "python")
+    if not os.path.isfile(os.path.join(root, ".venv-reference", ".installed")):
+        pytest.skip(".venv-reference is absent: `make reference-setup` makes it (`make test-all` does so first)")
+    done = subprocess.run([python, os.path.join(root, "tests", "reference_metrics.py")], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    gaps = json.loads(done.stdout)
+    assert gaps["spearman"] < 1e-12, gaps
+    assert gaps["ssim_map"] < 5e-3 and gaps["ssim_interior_mean"] < 1e-3, gaps

@@ -11,6 +11,8 @@ import inference
 from conftest import ROOT, run_main
 from ggcam.weights import registry
 
+pytestmark = pytest.mark.e2e
+
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 COFFEE = os.path.join(ROOT, "images", "coffee.png")
 EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -68,6 +70,7 @@ def test_list_layers_marks_the_grad_cam_layer(retrained):
     assert sum("Relu6" in l for l in lines) == 27
 
 
+@pytest.mark.graph
 def test_zoo_model_list_layers_and_an_earlier_layer(shared_graphs, tmp_path):
     result = run_main(inference.main, "--list_layers")
     assert result.returncode == 0
@@ -120,6 +123,7 @@ def test_model_flag_errors(tmp_path, args, code, fragment):
     assert not out.exists()
 
 
+@pytest.mark.graph
 def test_unknown_layer_lists_close_names(shared_graphs, tmp_path):
     result = run_main(inference.main, "--image=%s" % CHELSEA, "--layer=Conv2d_11_pointwis",
                       "--output_dir=%s" % (tmp_path / "out"))
@@ -127,6 +131,7 @@ def test_unknown_layer_lists_close_names(shared_graphs, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.graph
 def test_zoo_model_without_its_checkpoint_says_how_to_fetch_it(tmp_path):
     prefix = str(tmp_path / "vgg_16.ckpt")
     result = run_main(inference.main, "--model=vgg_16", "--checkpoint=%s" % prefix, "--image=%s" % CHELSEA,
@@ -134,6 +139,7 @@ def test_zoo_model_without_its_checkpoint_says_how_to_fetch_it(tmp_path):
     one_line_error(result, 1, "no checkpoint at %s" % prefix, "python weights.py --model=vgg_16 --source=official")
 
 
+@pytest.mark.unit
 def test_help_lists_the_model_flags():
     result = run_main(inference.main, "--help")
     assert result.returncode == 0

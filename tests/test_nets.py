@@ -1,10 +1,13 @@
 """ggcam/nets/mobilenet_v1.py (and the nets/ entry in the clone): names, shapes and the real checkpoint."""
 import numpy as np
+import pytest
 
 from ggcam.weights import checkpoints
 from ggcam.models import zoo
 from nets import mobilenet_v1 as mnet
 from ggcam.tf.compat import tf
+
+pytestmark = pytest.mark.graph
 
 
 END_POINTS = (["Conv2d_0"]

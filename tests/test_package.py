@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.extended
+pytestmark = [pytest.mark.e2e, pytest.mark.extended]
 
 RUNTIME = "tf1" if sys.version_info < (3, 8) else "tf2"
 CHECKPOINT = os.path.join(ROOT, "checkpoints", "mobilenet_v1_1.0_224.ckpt")

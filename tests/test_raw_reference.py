@@ -13,6 +13,8 @@ import pytest
 import raw_reference
 from conftest import ROOT
 
+pytestmark = pytest.mark.graph
+
 
 @pytest.fixture(scope="module")
 def reference():
@@ -51,6 +53,7 @@ def test_the_comparison_sees_a_change(reference):
     assert any("label" in p for p in raw_reference.mismatches(entries, nudged))
 
 
+@pytest.mark.e2e
 def test_the_one_image_command_line_keeps_to_the_reference(reference, tmp_path):
     """Run as a script, inference.py explains one photo on TF 1.15's plain kernels, from a
     cached graph the second time: both runs within 1e-5 of the reference, and equal."""

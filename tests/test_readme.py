@@ -1,4 +1,5 @@
-"""Every relative link and image in README.md and the tracked docs/**/*.md is a file git tracks.
+"""README.md and the tracked docs/**/*.md: every relative link and image is a file git tracks, and
+every command line they show parses.
 
 A link to an ignored or never-added file works in the working tree and breaks on a fresh clone
 (README pictures that do not show, `make evaluate` without its boxes file), so the check is
@@ -11,6 +12,8 @@ import subprocess
 from urllib.parse import unquote
 
 import pytest
+
+pytestmark = pytest.mark.unit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,3 +114,74 @@ def test_docs_files_the_build_reads_are_tracked():
             named |= {(build_file, p) for p in re.findall(r"(?<![\w/.-])docs/[\w/.-]*\w\.\w+", f.read())}
     missing = sorted((b, p) for b, p in named if p not in tracked)
     assert not missing, "files the build names but git does not track:\n" + "\n".join("  %s: %s" % m for m in missing)
+
+
+# The shell commands the README and the site show: `python X.py ...`, `ggcam SUB ...` and
+# `make TARGET` lines of their ```bash blocks. Each must parse with the parser that command
+# uses (no TensorFlow: the parsers are built without it), and each make target must exist.
+SCRIPTS = {"inference.py": "explain", "evaluate.py": "evaluate", "weights.py": "weights", "beam_explain.py": "beam"}
+BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.M | re.S)
+
+
+def shown_commands(text):
+    """[argv] of the command lines in a markdown text's bash blocks (continuations joined,
+    comments and heredoc bodies dropped)."""
+    import shlex
+    commands = []
+    for block in BASH_BLOCK.findall(text):
+        block = re.sub(r"<<'(\w+)'\n.*?^\1$", "", block, flags=re.M | re.S).replace("\\\n", " ")
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                commands.append(words)
+    return commands
+
+
+def _ours(words):
+    """('explain', argv) for a command of ours, ('make', [target, ...]) for make, else None."""
+    if words[0] == "make":
+        return "make", [w for w in words[1:] if "=" not in w and not w.startswith("-")]
+    if words[0] == "ggcam" and len(words) > 1:
+        return words[1], words[2:]
+    if re.match(r"^(\S*/)?python[0-9.]*$", words[0]) and len(words) > 1 and words[1] in SCRIPTS:
+        return SCRIPTS[words[1]], words[2:]
+    return None
+
+
+def test_shown_commands_are_found_in_bash_blocks():
+    text = ("```bash\nmake demo RUNTIME=tf2   # a comment\npython inference.py --image=a.jpg \\\n"
+            "    --label=282\nggcam weights --model=vgg_16\ncat > f <<'X'\npython weights.py --nonsense\nX\n```\n"
+            "```python\npython inference.py --not-shell\n```\n")
+    assert [_ours(w) for w in shown_commands(text)] == [
+        ("make", ["demo"]), ("explain", ["--image=a.jpg", "--label=282"]), ("weights", ["--model=vgg_16"]), None]
+
+
+def test_readme_and_docs_commands_parse_and_make_targets_exist():
+    import importlib
+    from ggcam.cli import UsageError
+    tracked = _tracked()
+    with open(os.path.join(ROOT, "Makefile"), encoding="utf-8") as f:
+        targets = set(re.findall(r"^([\w-]+):", f.read(), re.M))
+    problems, seen = [], 0
+    for doc in _documents(tracked):
+        with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
+            text = f.read()
+        for words in shown_commands(text):
+            ours = _ours(words)
+            if ours is None:
+                continue
+            seen += 1
+            command, argv = ours
+            if command == "make":
+                problems += ["%s: make %s: no such target" % (doc, t) for t in argv if t not in targets]
+                continue
+            parser = importlib.import_module("ggcam.cli." + command).build_parser()
+            try:
+                if command == "beam":
+                    parser.parse_known_args(argv)  # Beam's own options: test_beam parses them with Beam
+                else:
+                    parser.parse_args(argv)
+            except (SystemExit, UsageError) as exc:
+                problems.append("%s: %s (%s)" % (doc, " ".join(words), exc))
+    assert seen > 20, seen
+    assert not problems, "documented commands that do not parse:\n" + "\n".join(problems)

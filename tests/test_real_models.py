@@ -18,6 +18,8 @@ from ggcam.models.keras_file import KerasModel
 from ggcam.targets import Target
 from ggcam.tf.compat import tf
 
+pytestmark = pytest.mark.graph
+
 PHOTO = np.random.RandomState(11).rand(24, 24, 3).astype(np.float32)
 
 
@@ -115,6 +117,7 @@ def test_a_named_probability_head_of_a_keras_file_is_explained_at_its_logits(tmp
 
 # ----------------------------------------------------------------------------- probabilities follow the model
 
+@pytest.mark.e2e
 def test_a_sigmoid_head_reports_the_models_own_probabilities(tmp_path):
     path = str(tmp_path / "multilabel.h5")
     with tf.Graph().as_default(), tf.Session() as session:
@@ -354,6 +357,7 @@ def test_channels_first_layers_give_the_cam_over_their_channel_axis(tmp_path, fe
     assert model.layer_shape(model.layers()["pooled"]) == [12, 12, 6]
 
 
+@pytest.mark.e2e
 def test_a_runtime_without_channels_first_kernels_refuses_in_one_line(tmp_path):
     """One-image runs keep oneDNN's kernels for model files (they have the channels-first ops);
     TF 1.15's plain kernels (TF_DISABLE_MKL=1) lack them: one line, not a kernel message."""
@@ -398,6 +402,7 @@ def research_graph(x, is_training, keep_prob, side):
     return tf.add(tf.matmul(pooled, tf.constant(READOUT_6)), side * 3.0, name="logits")
 
 
+@pytest.mark.e2e
 def test_extra_placeholders_are_fed_and_named_when_missing(tmp_path):
     def build():
         image = tf.placeholder(tf.float32, [None, 24, 24, 3], name="image")
@@ -519,6 +524,7 @@ def newer_keras_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["keras3", "tf_keras"])
+@pytest.mark.e2e
 def test_keras_files_of_newer_keras_versions_are_rebuilt(newer_keras_files, kind):
     """Saved by Keras 3 (as HDF5) and by TF 2's Keras 2 (HeUniform, an L2 regularizer, a nested
     model, InputLayer options TF 1.15's Keras lacks): the probabilities are the saving Keras's."""

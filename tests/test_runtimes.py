@@ -1,4 +1,4 @@
-"""The two TensorFlow runtimes (README, Environment): TF 1.15 (.venv) and TF 2 (.venv-tf2).
+"""The two TensorFlow runtimes (docs/environment.md): TF 1.15 (.venv) and TF 2 (.venv-tf2).
 
 The cross-runtime test computes raw.npz arrays for the same inputs and classes in this
 process and, in a subprocess, under the other runtime's venv, and checks they agree: logits
@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
 
 VENVS = {"tf1": os.path.join(ROOT, ".venv"), "tf2": os.path.join(ROOT, ".venv-tf2")}
 IMAGES = [os.path.join(ROOT, "images", name) for name in ("chelsea.png", "cat_and_coffee.png")]
@@ -147,6 +149,7 @@ def test_the_frozen_graph_of_the_cross_check_is_read_back(tmp_path):
 
 # ----------------------------------------------------------------------------- set-up and runtime lines
 
+@pytest.mark.graph
 def test_runtime_facts_and_the_import_check():
     from ggcam.tf import compat as tf_compat
     assert tf_compat.RUNTIME == ("tf2" if tf_compat.MAJOR >= 2 else "tf1")
@@ -158,6 +161,7 @@ def test_runtime_facts_and_the_import_check():
     assert tf_compat.VERSION in tf_compat.TESTED[tf_compat.RUNTIME]
 
 
+@pytest.mark.graph
 def test_a_release_that_breaks_tf_slim_gets_one_line_naming_the_tested_versions():
     from ggcam.tf import compat as tf_compat
     line = tf_compat.unsupported(ImportError("cannot import name 'Foo' from 'tensorflow.python.bar'\nmore"))
@@ -193,6 +197,7 @@ def _bin_without(tmp_path, *versions):
     return str(folder)
 
 
+@pytest.mark.unit
 def test_setup_without_any_supported_python_says_so_in_one_line(tmp_path):
     path = _bin_without(tmp_path)
     done = _setup(tmp_path, PATH=path, RUNTIME="auto")
@@ -208,12 +213,20 @@ def test_setup_without_any_supported_python_says_so_in_one_line(tmp_path):
     assert done.returncode == 2 and "RUNTIME must be auto, tf1 or tf2" in done.stderr
 
 
+@pytest.mark.unit
 def test_auto_picks_tf1_with_python37_and_tf2_without(tmp_path):
     path = _bin_without(tmp_path)
     done = subprocess.run(["bash", SETUP, "--detect"], env={"PATH": path, "HOME": str(tmp_path),
                                                               "PYENV_ROOT": str(tmp_path / "pyenv")},
                           stdout=subprocess.PIPE, universal_newlines=True, timeout=60)
-    assert done.stdout.strip() == "tf2"
+    assert done.stdout.strip() == "none"  # neither runtime's Python
+    py3 = os.path.join(VENVS["tf2"], "bin", "python")
+    if os.path.exists(py3):
+        done = subprocess.run(["bash", SETUP, "--detect"], env={"PATH": path, "HOME": str(tmp_path),
+                                                                  "PYENV_ROOT": str(tmp_path / "pyenv"),
+                                                                  "PYTHON3": py3},
+                              stdout=subprocess.PIPE, universal_newlines=True, timeout=60)
+        assert done.stdout.strip() == "tf2"
     py37 = os.path.join(VENVS["tf1"], "bin", "python")
     if not os.path.exists(py37):
         pytest.skip("no .venv (Python 3.7) to point PYTHON37 at")
@@ -224,6 +237,7 @@ def test_auto_picks_tf1_with_python37_and_tf2_without(tmp_path):
     assert done.stdout.strip() == "tf1"
 
 
+@pytest.mark.unit
 def test_make_says_which_runtime_and_why():
     # Under `make test-all RUNTIME=...` the outer make's variables reach us through the
     # environment (MAKEFLAGS, RUNTIME): the inner makes must start clean.
@@ -240,6 +254,26 @@ def test_make_says_which_runtime_and_why():
     done = subprocess.run(["make", "-s", "-C", ROOT, "runtime", "RUNTIME=tf3"], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=60, env=env)
     assert done.returncode != 0 and "RUNTIME must be auto, tf1 or tf2" in done.stderr
+
+
+@pytest.mark.unit
+def test_make_runtime_without_any_supported_python_names_both_routes_and_exits_1(tmp_path):
+    """`make runtime` (and so every target) with neither Python: one line naming both
+    runtimes' Pythons, exit status 1; not "runtime tf2" and 0."""
+    path = _bin_without(tmp_path)
+    for tool in ("make", "id", "uname", "date", "grep"):
+        for where in ("/usr/bin", "/bin"):
+            if os.path.exists(os.path.join(where, tool)) and not os.path.exists(os.path.join(path, tool)):
+                os.symlink(os.path.join(where, tool), os.path.join(path, tool))
+                break
+    env = {"PATH": path, "HOME": str(tmp_path), "PYENV_ROOT": str(tmp_path / "pyenv")}
+    for target in ("runtime", "setup"):
+        done = subprocess.run(["make", "-s", "-C", ROOT, target], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=60, env=env)
+        assert done.returncode != 0, (target, done.stdout)
+        assert "runtime tf2" not in done.stdout, done.stdout
+        assert "neither Python 3.7 (for TensorFlow 1.15) nor Python 3." in done.stderr, done.stderr
+        assert "(for TensorFlow 2)" in done.stderr, done.stderr
 
 
 # ----------------------------------------------------------------------------- the subprocess's side

@@ -25,6 +25,8 @@ from ggcam.models.meta_graph import MetaGraphModel
 from ggcam.models.keras_file import KerasModel, unsafe_object
 from ggcam.tf.compat import tf
 
+pytestmark = pytest.mark.e2e
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTO = os.path.join(ROOT, "images", "chelsea.png")
 SECRET = "4711"  # the secret file's content: must never show up in logits or messages
@@ -81,6 +83,7 @@ def assert_runs_trusted(tmp_path, flags) -> None:
 
 # ----------------------------------------------------------------------------- 1. ops on no denylist
 
+@pytest.mark.smoke
 def test_a_dataset_op_that_writes_records_is_refused(tmp_path):
     model, written = str(tmp_path / "records.pb"), str(tmp_path / "written.tfrecord")
 
@@ -276,6 +279,7 @@ def test_a_keras_layer_carrying_a_file_op_is_refused(tmp_path, secret):
     assert "FixedUnigramCandidateSampler" in text
 
 
+@pytest.mark.graph
 def test_a_keras_layer_carrying_a_pure_op_is_explained_right(tmp_path):
     """Op-carrying layers whose ops are on the allowlist are fine: the map equals plain Keras's."""
     path = str(tmp_path / "pure_op_layer.h5")
@@ -289,6 +293,7 @@ def test_a_keras_layer_carrying_a_pure_op_is_explained_right(tmp_path):
 
 @pytest.mark.parametrize("function, allowed", [("io.write_file", False), ("io.gfile.makedirs", False),
                                                ("math.multiply", True)])
+@pytest.mark.graph
 def test_tf_op_lambda_layers_name_only_pure_functions(function, allowed):
     config = {"class_name": "Functional", "config": {"name": "m", "layers": [
         {"class_name": "InputLayer", "config": {"name": "x", "batch_input_shape": [None, 8, 8, 3]}},
@@ -301,6 +306,7 @@ def test_tf_op_lambda_layers_name_only_pure_functions(function, allowed):
 
 # ----------------------------------------------------------------------------- 7. crashes and hangs
 
+@pytest.mark.smoke
 def test_a_file_that_crashes_tensorflow_is_one_line(tmp_path):
     """A self-calling function in the library: TensorFlow's import recurses until it segfaults."""
     model = str(tmp_path / "crash.pb")
@@ -490,6 +496,7 @@ def test_isolation_reports_crashes_hangs_and_memory(monkeypatch):
 
 # ----------------------------------------------------------------------------- the allowlist
 
+@pytest.mark.graph
 def test_the_allowlist_names_only_known_op_types():
     """Every allowed type is one TensorFlow registers on at least one runtime (a typo would be
     an op that can never be allowed); no kind lists a type twice."""
@@ -499,6 +506,7 @@ def test_the_allowlist_names_only_known_op_types():
     assert len(known_here) > 0.9 * len(safety.ALLOWED)
 
 
+@pytest.mark.graph
 def test_unknown_ops_and_missing_functions_are_named():
     graph_def = tf.GraphDef()
     node = graph_def.node.add()
@@ -511,6 +519,7 @@ def test_unknown_ops_and_missing_functions_are_named():
         safety.check_graph_def(graph_def, False, "f.pb")
 
 
+@pytest.mark.graph
 def test_a_trusted_file_may_run_anything_but_unknown_ops():
     graph_def = tf.GraphDef()
     node = graph_def.node.add()
@@ -521,6 +530,7 @@ def test_a_trusted_file_may_run_anything_but_unknown_ops():
         safety.check_graph_def(graph_def, True, "f.pb")
 
 
+@pytest.mark.graph
 def test_frozen_and_meta_graph_files_import_only_the_path(tmp_path):
     """Ops off the path (a saver, a summary, an unused file reader) are not imported at all."""
     prefix = str(tmp_path / "model")
@@ -548,6 +558,7 @@ def test_frozen_and_meta_graph_files_import_only_the_path(tmp_path):
         assert "ReadFile" not in {op.type for op in graph.graph.get_operations()}
 
 
+@pytest.mark.graph
 def test_gradient_overrides_written_into_a_file_are_dropped(tmp_path):
     """A file marking its convolution with another gradient (here the guided ReLU's) would
     change the map; the import drops such attributes, so the gradient is TensorFlow's own."""
@@ -570,6 +581,7 @@ def test_gradient_overrides_written_into_a_file_are_dropped(tmp_path):
         np.testing.assert_array_equal(a.run(photo)["guided_backprop"], b.run(photo)["guided_backprop"])
 
 
+@pytest.mark.graph
 def test_the_allowlist_covers_the_example_models_and_keras(tmp_path):
     """The op types of a rebuilt Keras model (batch norm, depthwise, dropout) are all allowed."""
     path = str(tmp_path / "keras.h5")

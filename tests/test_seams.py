@@ -20,6 +20,8 @@ from ggcam.models.slim import SlimModel
 from ggcam.targets import KindOps, Target, TargetKind
 from ggcam.tf.compat import tf
 
+pytestmark = pytest.mark.graph
+
 CHELSEA = os.path.join(ROOT, "images", "chelsea.png")
 
 

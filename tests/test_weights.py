@@ -16,6 +16,8 @@ from ggcam.models import zoo
 from test_checkpoints import NAME, first_format, installed, listing, make_tar, pypi_or_skip, random_values
 from test_checkpoints import server  # noqa: F401  (the fixture: an HTTP server on 127.0.0.1)
 
+pytestmark = pytest.mark.graph
+
 MODEL = "inception_v1"  # the smallest official archive layout (first-format checkpoint), as in test_checkpoints
 UNREACHABLE = "http://127.0.0.1:9/none.tar.gz"
 
@@ -37,6 +39,8 @@ def served(server, tmp_path_factory):
     return www, url, url + "inception_v1.tar.gz"
 
 
+@pytest.mark.e2e
+@pytest.mark.smoke
 def test_help_and_usage_errors_exit_before_tensorflow_loads():
     # A new process: this one has TensorFlow loaded already.
     cases = [["--help"],
@@ -151,6 +155,7 @@ def test_fetch_command_parses_to_the_same_request(tmp_path, model):
 
 
 @pytest.mark.extended
+@pytest.mark.e2e
 def test_default_source_downloads_and_converts_the_pypi_sdist(tmp_path):
     """`python weights.py` on a fresh clone: the nudity sdist, its checks and the logits comparison."""
     pypi_or_skip()

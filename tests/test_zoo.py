@@ -22,6 +22,8 @@ from ggcam.models.zoo import IMAGENET_MEANS, ZOO, entry
 from ggcam.targets import Target
 from ggcam.tf.compat import tf
 
+pytestmark = pytest.mark.graph
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = [os.path.join(ROOT, "images", n) for n in ("chelsea.png", "coffee.png")]
 NETS = ["inception_v1", "inception_v3", "resnet_v1_50", "resnet_v2_50", "vgg_16"]
@@ -71,7 +73,13 @@ def photos():
     return images
 
 
-@pytest.fixture(scope="module", params=NETS)
+# The everyday tier builds ResNet v2 50 and VGG 16 (both preprocessings, both kinds of default
+# layer); the three larger graphs (about 15 s more on this machine) only in the extended tier.
+EVERYDAY_NETS = ("resnet_v2_50", "vgg_16")
+NET_PARAMS = [n if n in EVERYDAY_NETS else pytest.param(n, marks=pytest.mark.extended) for n in NETS]
+
+
+@pytest.fixture(scope="module", params=NET_PARAMS)
 def net(request, tmp_path_factory, photos):
     name = request.param
     folder = tmp_path_factory.mktemp(name)
@@ -189,7 +197,7 @@ def check_another_end_point(net):
 # A second graph per network: the everyday tier builds it for ResNet v2 (its block4 is below the
 # postnorm ReLU, so Grad-CAM's weights take the plain backward pass) and VGG (quick to build);
 # the larger graphs of the others only in the extended tier.
-QUICK_OTHER_LAYER = ("resnet_v2_50", "vgg_16")
+QUICK_OTHER_LAYER = EVERYDAY_NETS
 
 
 def test_another_end_point_as_layer(net):

@@ -226,7 +226,7 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the files a run writes (explain and beam)."""
     p.add_argument("--max_side", type=int, default=decoding.DEFAULT_MAX_SIDE,
                    help="shrink photos longer than this many pixels first (default: %(default)s)")
-    p.add_argument("--save_raw", action="store_true", help="also write raw.npz (see README)")
+    p.add_argument("--save_raw", action="store_true", help="also write raw.npz, the arrays of each explanation (docs/cli.md)")
     p.add_argument("--overwrite", action="store_true",
                    help="redo images whose outputs are already complete (default: skip them)")
 

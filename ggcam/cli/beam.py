@@ -33,7 +33,7 @@ EPILOG = """Beam's pipeline options pass through, e.g.:
   --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --sdk_container_image=IMAGE
   --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=DOCKER --environment_config=IMAGE
   --runner=SparkRunner --spark_master_url=spark://HOST:7077 --environment_type=DOCKER --environment_config=IMAGE
-(README: "Datasets at scale"). Our --labels (class names) hides Dataflow's --labels."""
+(docs/beam.md). Our --labels (class names) hides Dataflow's --labels."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -95,7 +95,7 @@ def run_single(args: argparse.Namespace, path: str, target: Target) -> int:
     safe_files.check_writable(args.output_dir or ".")
     if QUICK_START and "tensorflow" not in sys.modules and not channels_first_kernels(args):
         # intel-tensorflow 1.15 spends about 1 s preparing oneDNN kernels on a graph's first
-        # run, 20 times what one image's pass costs with its plain kernels (README, "Speed").
+        # run, 20 times what one image's pass costs with its plain kernels (docs/performance.md).
         # Read once, at import (the check of a model file in a child process inherits it); TF 2
         # ignores it. TF_DISABLE_MKL=0 keeps oneDNN.
         os.environ.setdefault("TF_DISABLE_MKL", "1")

@@ -1,7 +1,7 @@
 """Built graphs kept on disk, so that the next command line imports one instead of rebuilding it.
 
 Building a slim network and its gradients op by op in Python takes about 1.2 s; importing
-the same GraphDef about 0.2 s (README, "Speed"). An entry is keyed by everything that shapes
+the same GraphDef about 0.2 s (docs/performance.md). An entry is keyed by everything that shapes
 the graph: TensorFlow's and tf_slim's versions, this project's graph-making source files, the
 model's identity (zoo name, checkpoint path, size and modification time), the layer and the
 guided rule. It holds no weights (they are read from the checkpoint each time) and no file

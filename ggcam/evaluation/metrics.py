@@ -34,9 +34,12 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((ra - ra.mean()) * (rb - rb.mean())) / (sa * sb))
 
 
-def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> float:
-    """Mean structural similarity (Wang et al., 2004) of two maps' ``importance``, each
-    divided by its maximum so both lie in [0, 1]; Gaussian window sigma 1.5, K1 0.01, K2 0.03."""
+def ssim_map(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """[H, W] float64 structural similarity (Wang et al., 2004) at every pixel of two maps'
+    ``importance``, each divided by its maximum so both lie in [0, 1]; Gaussian window sigma
+    1.5, K1 0.01, K2 0.03, borders reflected: scikit-image's ``structural_similarity(...,
+    gaussian_weights=True, use_sample_covariance=False, data_range=1, full=True)`` map, up to its
+    window's truncation at 3.5 sigma (checked in tests/test_metrics.py)."""
     x, y = (importance(m) for m in (a, b))
     x, y = (m / m.max() if m.max() > 0 else m for m in (x, y))
     c1, c2 = 0.01 ** 2, 0.03 ** 2
@@ -45,8 +48,13 @@ def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> float:
         return cv2.GaussianBlur(m, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
     mx, my = blur(x), blur(y)
     vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return float(s.mean())
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> float:
+    """Mean of ``ssim_map`` over every pixel, between -1 and 1. scikit-image averages only the
+    pixels a whole window away from the border, which leaves nothing of a 7x7 CAM."""
+    return float(ssim_map(a, b, sigma).mean())
 
 
 def auc(curve: Sequence[float]) -> float:

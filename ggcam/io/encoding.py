@@ -27,7 +27,7 @@ def encode_png(picture: np.ndarray) -> bytes:
     """RGB [H, W, 3] or grey [H, W] uint8 array -> PNG bytes (8 bits per sample).
 
     Every row gets PNG's Sub filter (each byte minus the one a pixel to its left), then a fast
-    deflate. Measured on this project's pictures (README, "Speed"): OpenCV's encoder, which
+    deflate. Measured on this project's pictures (docs/performance.md): OpenCV's encoder, which
     tries filters row by row, takes 2x (zlib) to 6x (ISA-L) as long for files of about the
     same size.
     """

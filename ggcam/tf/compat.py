@@ -2,7 +2,7 @@
 
 Every module of the project that needs TensorFlow takes ``tf`` from here: it is
 ``tensorflow.compat.v1`` (present in TF 1.15 too), with TensorFlow's start-up logging and
-deprecation warnings silenced. Two runtimes are supported (README, Environment):
+deprecation warnings silenced. Two runtimes are supported (docs/environment.md):
 
 - TF 1.15 (``requirements.txt``, Python 3.7): the reference.
 - TF 2 (``requirements-tf2.txt``): v2 behaviour is switched off (graph mode, v1 control flow,

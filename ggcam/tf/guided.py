@@ -59,7 +59,7 @@ def _register() -> None:
         # True ReLU6 derivative (1 on 0 < x < 6, else 0), gated by positive upstream gradient.
         # As two ReluGrads (x > 0, then 6 - x > 0) rather than one Relu6Grad: the same values
         # bit for bit, and 10 to 15% off the network pass on intel-tensorflow, whose Relu6Grad
-        # kernel alone took 30% of its op time (README, "Speed", lever table).
+        # kernel alone took 30% of its op time (docs/performance.md, lever table).
         gated = gen_nn_ops.relu_grad(positive(grad), x)
         # 6 - x made when the gradient arrives: made in the forward pass, each layer's copy would
         # be held until the backward pass (160 MB more at batch 8, benchmarks/memory.py).
