@@ -29,13 +29,17 @@ TF   := TensorFlow 2
 endif
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+ifeq ($(RT),none)
+# neither runtime's Python: every target that needs a venv stops here, naming both routes
+STAMP  := no-python
+endif
 CKPT   := checkpoints/mobilenet_v1_1.0_224.ckpt.index
 DEMO_OUT := demo_output
 # benchmarks/results.json for tf1, results-tf2.json for tf2 (both git-ignored)
 BENCH_OUT := benchmarks/results$(if $(filter tf2,$(RT)),-tf2,).json
 METHODS_OUT := benchmarks/methods$(if $(filter tf2,$(RT)),-tf2,).json
 
-.PHONY: demo test test-unit test-all torch-setup browser-setup reference-setup bench weights setup examples evaluate example-models clean runtime docs docs-serve
+.PHONY: no-python demo test test-unit test-all torch-setup browser-setup reference-setup bench weights setup examples evaluate example-models clean runtime docs docs-serve
 
 demo: setup
 	$(PY) inference.py --image=images/chelsea.png --output_dir=$(DEMO_OUT)/chelsea
@@ -86,6 +90,9 @@ bench: setup
 
 setup: $(STAMP) $(CKPT)
 	@echo "runtime $(RT): $(TF) in $(VENV) ($(WHY))"
+
+no-python:
+	@RUNTIME=auto bash scripts/setup_venv.sh
 
 # Which runtime a command would use, and why.
 runtime:
@@ -150,4 +157,10 @@ beam-demo: setup beam-setup
 	$(PY) beam_explain.py --image=images --top_k_targets=2 --output_dir=$(DEMO_OUT)/beam \
 	    --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 
-.PHONY: beam-setup beam-demo
+# The same on a real Dask cluster on this machine: a scheduler and two worker processes on
+# 127.0.0.1 (TF 2 runtime: Beam 2.48 on Python 3.7 cannot have Dask), stopped afterwards.
+beam-dask-demo: setup beam-setup
+	$(PY) scripts/dask_cluster.py --workers 2 -- $(PY) beam_explain.py --image=images --top_k_targets=2 \
+	    --output_dir=$(DEMO_OUT)/beam_dask --runner=DaskRunner --dask_client_address={address}
+
+.PHONY: beam-setup beam-demo beam-dask-demo

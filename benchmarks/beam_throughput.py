@@ -1,6 +1,6 @@
 """Throughput of the Beam pipeline (DirectRunner, 2 worker processes) next to the command line.
 
-    .venv/bin/python benchmarks/beam_throughput.py [--images 200] [--in_memory]
+    python benchmarks/beam_throughput.py [--images 200] [--in_memory] [--dask]
 
 Cuts N photos (224x224 to 480x360, at random places and sizes) from the example images into
 a temporary folder as JPEGs, then, one after the other in one run, times from process start
@@ -8,13 +8,16 @@ to exit:
 
 - the command line's folder run: ``inference.py --image=<folder>`` (one process, batches of 8);
 - ``beam_explain.py --image=<folder>`` on the DirectRunner in multi_processing mode with 2
-  worker processes (batches of 1 to 8 images, RunInference's adaptive batching);
-- with ``--in_memory``, also the DirectRunner's default in_memory mode (1 worker, in-process).
+  worker processes (graph runs of at most 8 images);
+- with ``--in_memory``, also the DirectRunner's default in_memory mode (1 worker, in-process);
+- with ``--dask``, also the Dask runner on a Dask cluster started for it on this machine (a
+  scheduler and 2 single-threaded workers, scripts/dask_cluster.py; its start is not timed).
 
 Each writes the same five pictures and input.jpg per image into a fresh output folder. Prints
 a table and writes benchmarks/beam_throughput.json.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -66,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--in_memory", action="store_true", help="also time the DirectRunner's in_memory mode")
+    parser.add_argument("--dask", action="store_true", help="also time the Dask runner on a local 2-worker cluster")
     parser.add_argument("--output", default=OUTPUT)
     args = parser.parse_args()
     py = sys.executable
@@ -77,7 +81,14 @@ def main() -> None:
         runs.append(("Beam DirectRunner, in_memory, 1 worker", "beam_mem",
                      [py, "beam_explain.py", "--direct_running_mode=in_memory"]))
     rows = []
-    with tempfile.TemporaryDirectory() as work:
+    cluster = contextlib.ExitStack()
+    if args.dask:
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        import dask_cluster
+        address = cluster.enter_context(dask_cluster.local_cluster(workers=2))
+        runs.append(("Beam DaskRunner, local cluster, 2 workers", "beam_dask",
+                     [py, "beam_explain.py", "--runner=DaskRunner", "--dask_client_address=%s" % address]))
+    with cluster, tempfile.TemporaryDirectory() as work:
         photos = os.path.join(work, "photos")
         os.makedirs(photos)
         make_photos(photos, args.images)
@@ -103,8 +114,9 @@ def main() -> None:
         print("| %s | %d | %.1f | %.2f | %.0f |" % (r["run"], r["images"], r["seconds"], r["images_per_s"],
                                                     r["ms_per_image"]))
     base = {r["key"]: r for r in rows}
-    if "cli" in base and "beam_mp2" in base:
-        print("beam_mp2_vs_cli=%.2f" % (base["beam_mp2"]["images_per_s"] / base["cli"]["images_per_s"]))
+    for key in ("beam_mp2", "beam_dask"):
+        if "cli" in base and key in base:
+            print("%s_vs_cli=%.2f" % (key, base[key]["images_per_s"] / base["cli"]["images_per_s"]))
 
 
 if __name__ == "__main__":

@@ -101,3 +101,28 @@ def test_a_temporary_name_taken_by_another_writer_is_left_alone(tmp_path, monkey
     with pytest.raises(FileExistsError):
         safe_files.atomic_write_text(str(tmp_path / "a.txt"), "mine")
     assert theirs.read_text() == "another writer's" and not (tmp_path / "a.txt").exists()
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
+def test_a_full_disk_names_the_folder_and_says_nothing_was_half_written(tmp_path, monkeypatch, code):
+    """"No space left on device" alone says neither where nor what became of the file."""
+    import errno
+    folder = tmp_path / "out" / "chelsea_282"
+    folder.mkdir(parents=True)
+    (folder / "gradcam.png").write_bytes(b"old")
+    real_open = open
+
+    def full(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if "x" in mode:
+            f.close()
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+        return f
+    monkeypatch.setattr("builtins.open", full)
+    with pytest.raises(OSError) as caught:
+        safe_files.atomic_write_bytes(str(folder / "gradcam.png"), b"new")
+    monkeypatch.undo()
+    message = str(caught.value)
+    assert caught.value.errno == getattr(errno, code)
+    assert str(folder) in message and "gradcam.png" in message and "nothing was half-written" in message, message
+    assert sorted(os.listdir(str(folder))) == ["gradcam.png"] and read(str(folder / "gradcam.png")) == b"old"

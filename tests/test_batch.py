@@ -275,16 +275,16 @@ def test_rerun_skips_complete_outputs_and_overwrite_redoes_them(mixed_run):
     mixed_dir = os.path.dirname(good[0]["path"])
     again = cli("--image=%s" % mixed_dir, "--output_dir=%s" % out, "--quiet")
     assert again.returncode == 1                              # the two bad files still fail
-    assert "5 image(s) already done" in again.stdout
+    assert "0 explanation(s) made and 2 failed by this run, 5 already done" in again.stdout
     assert os.stat(str(probe)).st_mtime_ns == before
     assert [(r["path"], r["status"]) for r in read_rows(out)[1]] == [(r["path"], r["status"]) for r in rows]
     # a deleted picture makes that image incomplete: only it is redone
     os.remove(str(out / good[1]["folder"] / "gradcam.png"))
     again = cli("--image=%s" % mixed_dir, "--output_dir=%s" % out, "--quiet")
-    assert "4 image(s) already done" in again.stdout
+    assert "1 explanation(s) made and 2 failed by this run, 4 already done" in again.stdout
     assert (out / good[1]["folder"] / "gradcam.png").exists()
     again = cli("--image=%s" % mixed_dir, "--output_dir=%s" % out, "--quiet", "--overwrite")
-    assert "0 image(s) already done" in again.stdout
+    assert "5 explanation(s) made and 2 failed by this run, 0 already done" in again.stdout
     assert os.stat(str(probe)).st_mtime_ns != before
 
 
@@ -392,7 +392,7 @@ def test_signal_leaves_valid_results_and_no_partial_files(shared_graphs, tmp_pat
     # the next run picks up where this one stopped
     again = cli("--image=%s" % photos, "--output_dir=%s" % out, "--batch_size=8", "--quiet")
     assert again.returncode == 0
-    assert "%d image(s) already done" % len(rows) in again.stdout
+    assert "%d explanation(s) made and 0 failed by this run, %d already done" % (24 - len(rows), len(rows)) in again.stdout
     assert len(read_rows(out)[1]) == 24
 
 

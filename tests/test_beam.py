@@ -1,7 +1,10 @@
-"""beam_explain.py: the Apache Beam pipeline on the DirectRunner with 2 worker processes.
+"""beam_explain.py: the Apache Beam pipeline on the DirectRunner with 2 worker processes, and on
+a real Dask cluster: a scheduler and two worker processes (one thread each) on 127.0.0.1,
+talking TCP, started here and stopped by their pids.
 
-The pipeline tests need Apache Beam (requirements-beam.txt): they are marked ``extended`` and
-install it with ``make beam-setup`` on first use, skipping with the reason when that fails.
+The pipeline tests need Apache Beam (requirements-beam.txt, `make beam-setup`, which `make
+test-all` runs first): they are marked ``extended`` and skip with the reason without it. The
+Dask runner's need Dask too, which Beam 2.48 (the TF 1.15 runtime, Python 3.7) cannot have.
 """
 import csv
 import glob
@@ -34,10 +37,36 @@ def beam_or_skip() -> None:
                     "does so before the tests)" % sys.prefix)
 
 
-def run_beam(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, SCRIPT, "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
-                          + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=900, cwd=ROOT)
+DIRECT = ("--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+
+
+def run_beam(*args: str, runner=DIRECT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, SCRIPT] + list(runner) + list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=900, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """A Dask scheduler and two single-threaded worker processes on 127.0.0.1 (scripts/dask_cluster.py,
+    the same Python); yields the runner flags that point the pipeline at it."""
+    beam_or_skip()
+    import importlib.util
+    if importlib.util.find_spec("distributed") is None:
+        pytest.skip("Dask is not installed: Beam's Dask runner (apache-beam[dask]) comes with `make beam-setup` "
+                    "on the TF 2 runtime; Beam 2.48 on Python 3.7 (TF 1.15) cannot have it")
+    import distributed
+    spec = importlib.util.spec_from_file_location("dask_cluster", os.path.join(ROOT, "scripts", "dask_cluster.py"))
+    dask_cluster = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dask_cluster)
+    log = str(tmp_path_factory.mktemp("dask") / "cluster.log")
+    with dask_cluster.local_cluster(workers=2, log_path=log) as address:
+        with distributed.Client(address, timeout=60) as client:
+            workers = client.scheduler_info()["workers"]
+            pids = sorted(client.run(os.getpid).values())  # the worker processes, as the scheduler knows them
+        assert address.startswith("tcp://127.0.0.1:"), address
+        assert len(workers) == 2 and all(w["nthreads"] == 1 for w in workers.values()), workers
+        yield ("--runner=DaskRunner", "--dask_client_address=%s" % address)
+    assert [pid for pid in pids if os.path.exists("/proc/%d" % pid)] == []  # stopped by their pids
 
 
 def make_photos(folder) -> None:
@@ -93,35 +122,66 @@ def test_help_loads_neither_tensorflow_nor_beam():
     done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert "--runner=DataflowRunner" in done.stdout and "--min_batch_size" in done.stdout
+    assert "--runner=DataflowRunner" in done.stdout and "--max_batch_size" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "LOADED []"
 
 
 @pytest.mark.unit
 def test_usage_errors_come_before_beam(capsys):
     import beam_explain
-    assert beam_explain.main(["--image=images", "--min_batch_size=9", "--max_batch_size=8"]) == 2
+    assert beam_explain.main(["--image=images", "--max_batch_size=0"]) == 2
     assert beam_explain.main(["--image=images", "--label=282", "--top_k_targets=2"]) == 2
     assert beam_explain.main(["--image=images", "--metrics", "--metric_maps=saliency"]) == 2
     assert beam_explain.main(["--image=images", "--list_layers"]) == 2
     err = capsys.readouterr().err
-    assert "--min_batch_size must not exceed --max_batch_size" in err
+    assert "--max_batch_size must be at least 1" in err
     assert "use either --label or --top_k_targets" in err and "--metric_maps: choose among" in err
 
 
 # ----------------------------------------------------------------------------- the pipeline
 
 @pytest.fixture(scope="module")
-def beam_run(tmp_path_factory):
+def photos(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("beam") / "photos")
+    make_photos(folder)
+    return folder
+
+
+def pipeline_run(photos, out, runner):
     """One pipeline run over 4 good and 2 broken photos, 2 targets each, with raw.npz and metrics."""
-    beam_or_skip()
-    base = tmp_path_factory.mktemp("beam")
-    photos, out = str(base / "photos"), str(base / "out")
-    make_photos(photos)
     args = ("--image=%s" % photos, "--top_k_targets=2", "--save_raw", "--metrics", "--max_batch_size=3",
             "--output_dir=%s" % out)
-    done = run_beam(*args)
-    return photos, out, args, done
+    return photos, out, args, run_beam(*args, runner=runner)
+
+
+@pytest.fixture(scope="module", params=["direct", "dask"])
+def beam_run(request, photos, tmp_path_factory):
+    """The run on the DirectRunner (2 processes), and on the Dask cluster."""
+    beam_or_skip()
+    runner = DIRECT if request.param == "direct" else request.getfixturevalue("dask_cluster")
+    out = str(tmp_path_factory.mktemp("out-" + request.param))
+    return pipeline_run(photos, out, runner) + (runner,)
+
+
+@pytest.fixture(scope="module")
+def direct_run(photos, tmp_path_factory):
+    """The DirectRunner's run, to compare the Dask runner's with."""
+    beam_or_skip()
+    return pipeline_run(photos, str(tmp_path_factory.mktemp("out-direct-reference")), DIRECT)
+
+
+@pytest.mark.extended
+def test_the_dask_runner_without_dask_is_a_usage_error(tmp_path, capsys):
+    beam_or_skip()
+    import importlib.util
+    if importlib.util.find_spec("distributed") is not None:
+        pytest.skip("Dask is installed here: the Dask runner runs (test_every_image_and_target_once...[dask])")
+    import beam_explain
+    out = tmp_path / "out"
+    assert beam_explain.main(["--image=%s" % os.path.join(ROOT, "images"), "--output_dir=%s" % out,
+                              "--runner=DaskRunner"]) == 2
+    assert "--runner=DaskRunner needs Dask" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.extended
@@ -134,7 +194,7 @@ def test_unknown_options_are_usage_errors():
 
 @pytest.mark.extended
 def test_every_image_and_target_once_bad_images_fail_alone(beam_run):
-    photos, out, _, done = beam_run
+    photos, out, _, done, _ = beam_run
     assert done.returncode == 1, done.stderr  # some images failed, the pipeline did not
     assert "8 explanation(s), 4 failed, 0 already done" in done.stdout, done.stdout + done.stderr
     import re
@@ -167,8 +227,44 @@ def test_every_image_and_target_once_bad_images_fail_alone(beam_run):
 
 
 @pytest.mark.extended
+def test_the_dask_cluster_gives_the_direct_runners_rows_files_and_arrays(beam_run, direct_run):
+    """The same rows (but the seconds), the same files in each folder, raw.npz arrays within
+    1e-5 of each array's scale, the same counters."""
+    _, out, _, done, runner = beam_run
+    if runner == DIRECT:
+        pytest.skip("compares the Dask runner's run with the DirectRunner's")
+    _, reference, _, reference_done = direct_run
+    assert done.returncode == reference_done.returncode == 1, done.stderr
+
+    def rows(folder):
+        found = {}
+        for r in read_shards(folder):
+            r = {k: v for k, v in r.items() if k not in ("seconds", "files")}
+            found[(os.path.basename(r["path"]), r["target"])] = r
+        return found
+    ours, theirs = rows(out), rows(reference)
+    assert sorted(ours) == sorted(theirs)
+    for key, row in theirs.items():
+        assert ours[key] == row, key
+        if row["status"] != "ok":
+            continue
+        a, b = os.path.join(out, row["folder"]), os.path.join(reference, row["folder"])
+        assert sorted(os.listdir(a)) == sorted(os.listdir(b))
+        with np.load(os.path.join(a, "raw.npz")) as x, np.load(os.path.join(b, "raw.npz")) as y:
+            for name in y.files:
+                if y[name].dtype.kind == "f":
+                    np.testing.assert_allclose(x[name], y[name], rtol=0, err_msg=name,
+                                               atol=1e-5 * max(1.0, float(np.abs(y[name]).max())))
+                else:
+                    assert x[name] == y[name], name
+    counters = [l for l in done.stdout.splitlines() if "explanation(s)" in l]
+    assert [l.split("; see")[0] for l in counters] == [
+        l.split("; see")[0] for l in reference_done.stdout.splitlines() if "explanation(s)" in l]
+
+
+@pytest.mark.extended
 def test_metrics_summary_is_the_mean_with_a_t_interval(beam_run):
-    _, out, _, done = beam_run
+    _, out, _, done, _ = beam_run
     rows = [r for r in read_shards(out) if r["status"] == "ok"]
     with open(os.path.join(out, "metrics_summary.json")) as f:
         summary = {(r["map"], r["measure"]): r for r in json.load(f)["rows"]}
@@ -183,7 +279,7 @@ def test_metrics_summary_is_the_mean_with_a_t_interval(beam_run):
 
 @pytest.mark.extended
 def test_raw_arrays_equal_the_command_lines(beam_run, tmp_path, shared_graphs):
-    photos, out, _, _ = beam_run
+    photos, out, _, _, _ = beam_run
     import inference
     cli_out = str(tmp_path / "cli")
     result = run_main(inference.main, "--image=%s" % os.path.join(photos, "chelsea.jpg"), "--save_raw",
@@ -203,10 +299,10 @@ def test_raw_arrays_equal_the_command_lines(beam_run, tmp_path, shared_graphs):
 
 @pytest.mark.extended
 def test_a_rerun_writes_nothing_new(beam_run):
-    _, out, args, _ = beam_run
+    _, out, args, _, runner = beam_run
     before = picture_files(out)
     rows_before = {(r["path"], r["target"]): r for r in read_shards(out)}
-    done = run_beam(*args)
+    done = run_beam(*args, runner=runner)
     assert done.returncode == 1, done.stderr  # the broken images are tried again, and fail again
     assert "0 explanation(s), 4 failed, 8 already done" in done.stdout, done.stdout + done.stderr
     assert picture_files(out) == before  # same files, not rewritten
@@ -235,14 +331,19 @@ def test_documented_command_lines_parse():
     """The local, Dataflow, Flink and Spark command lines: our flags and Beam's options all known."""
     beam_or_skip()
     import beam_explain
+    import importlib.util
     commands = readme_beam_commands()
+    has_dask = importlib.util.find_spec("distributed") is not None
     runners = set()
     for argv in commands:
+        if "--runner=DaskRunner" in argv and not has_dask:
+            continue  # Dask's options exist only where Dask is (not with Beam 2.48 on Python 3.7)
         args, rest = beam_explain.build_parser().parse_known_args(argv)
         options = beam_explain.pipeline_options(rest)  # raises UsageError for an unknown option
         runners.add(options.get_all_options()["runner"])
         assert args.image
-    assert runners >= {"DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner"}, runners
+    assert runners >= {"DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner"} | (
+        {"DaskRunner"} if has_dask else set()), runners
 
 
 @pytest.mark.extended

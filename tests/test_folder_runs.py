@@ -206,12 +206,26 @@ def test_rerun_redoes_a_zero_byte_or_truncated_picture(two_runs, capsys):
 
 
 @pytest.mark.graph
+def test_a_rerun_counts_what_it_made_and_what_it_found_done_apart(tmp_path, capsys):
+    """After a run that finished part of the work (an interrupted one, or a picture lost since),
+    the next run's line counts the explanations it makes, not those it finds complete."""
+    out = tmp_path / "out"
+    args = ("--image=%s" % COFFEE, "--image=%s" % CHELSEA, "--top_k_targets=2", "--output_dir=%s" % out)
+    code, stdout, _ = run(capsys, *args)
+    assert code == 0 and "4 explanation(s) made and 0 failed by this run, 0 already done, of 2 image(s)" in stdout
+    row = [r for r in jsonl(out) if r["path"].endswith("chelsea.png") and r["target"] == "top:2"][0]
+    os.remove(str(out / row["folder"] / "panel.png"))
+    code, stdout, _ = run(capsys, *args)
+    assert code == 0 and "1 explanation(s) made and 0 failed by this run, 3 already done, of 2 image(s)" in stdout
+
+
+@pytest.mark.graph
 def test_rerun_asking_for_raw_arrays_redoes_folders_without_them(tmp_path, capsys):
     out = tmp_path / "out"
     assert run(capsys, "--image=%s" % COFFEE, "--image=%s" % CHELSEA, "--output_dir=%s" % out)[0] == 0
     code, stdout, _ = run(capsys, "--image=%s" % COFFEE, "--image=%s" % CHELSEA, "--output_dir=%s" % out,
                           "--save_raw")
-    assert code == 0 and "0 image(s) already done" in stdout
+    assert code == 0 and "2 explanation(s) made and 0 failed by this run, 0 already done, of 2 image(s)" in stdout
     for row in jsonl(out):
         assert (out / row["folder"] / "raw.npz").is_file()
 

@@ -189,6 +189,17 @@ def tiny_graph(tiny_file):
     graph.close()
 
 
+def test_a_keras_graph_is_built_without_keras_deprecation_warnings(tiny_file):
+    """TF 2's Keras warned, from a path inside the standard library, that the inference-mode
+    scope the graph is built under is deprecated: on every Keras run. Our own choice, so not said."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GuidedGradCamGraph(KerasModel(tiny_file)).close()
+    # UserWarnings show by default (DeprecationWarnings from inside libraries do not)
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
+
+
 def test_tiny_model_matches_numpy(tiny_graph, tiny_images):
     model = tiny_graph.model
     assert model.input_size == (8, 8) and model.channels == 3 and model.num_classes == 3

@@ -185,3 +185,15 @@ def test_readme_and_docs_commands_parse_and_make_targets_exist():
                 problems.append("%s: %s (%s)" % (doc, " ".join(words), exc))
     assert seen > 20, seen
     assert not problems, "documented commands that do not parse:\n" + "\n".join(problems)
+
+
+def test_a_one_image_runs_default_folder_in_the_clone_is_ignored_and_nothing_tracked_is():
+    """`python inference.py --image=chelsea.png` in the clone writes ./chelsea_286: git ignores it;
+    no ignore pattern hides a tracked file (docs included)."""
+    tracked = _tracked()
+    done = subprocess.run(["git", "-C", ROOT, "check-ignore", "--no-index", "chelsea_286/", "cat_and_coffee_282/",
+                           "photo_7/", "x_1000/"], stdout=subprocess.PIPE, universal_newlines=True)
+    assert done.stdout.split() == ["chelsea_286/", "cat_and_coffee_282/", "photo_7/", "x_1000/"]
+    hidden = subprocess.run(["git", "-C", ROOT, "ls-files", "-ci", "--exclude-standard"], stdout=subprocess.PIPE,
+                            universal_newlines=True).stdout.split()
+    assert hidden == [] and "docs/evaluation/report.md" in tracked

@@ -162,6 +162,23 @@ def test_runtime_facts_and_the_import_check():
 
 
 @pytest.mark.graph
+def test_native_noise_is_dropped_also_when_the_import_is_interrupted(capfd):
+    """Ctrl-C (or SIGTERM, a KeyboardInterrupt here) while TensorFlow loads: its native start-up
+    lines are still dropped; another error keeps every line, which may say what went wrong."""
+    from ggcam.tf import compat as tf_compat
+    noise = b"2026-12-01 17:00:00.000000: I tensorflow/core/platform/cpu_feature_guard.cc:210] This binary...\n"
+    for raised, noise_shown in ((KeyboardInterrupt, False), (ImportError, True)):
+        with pytest.raises(raised):
+            with tf_compat._native_stderr_filtered():
+                os.write(2, noise)
+                os.write(2, b"a line that is not noise\n")
+                raise raised()
+        err = capfd.readouterr().err
+        assert "a line that is not noise" in err
+        assert ("cpu_feature_guard.cc" in err) == noise_shown, (raised, err)
+
+
+@pytest.mark.graph
 def test_a_release_that_breaks_tf_slim_gets_one_line_naming_the_tested_versions():
     from ggcam.tf import compat as tf_compat
     line = tf_compat.unsupported(ImportError("cannot import name 'Foo' from 'tensorflow.python.bar'\nmore"))

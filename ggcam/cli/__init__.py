@@ -432,8 +432,8 @@ def show(path: str) -> None:
 
 def print_summary(summary) -> int:
     """A folder run's last line (``ggcam.runs.folder.Summary``); its exit status."""
-    print("%d explanation(s) of %d image(s), %d failed, %d image(s) already done%s; %s"
-          % (summary.explained, summary.images, summary.failed, summary.skipped,
+    print("%d explanation(s) made and %d failed by this run, %d already done, of %d image(s)%s; %s"
+          % (summary.explained, summary.failed, summary.skipped, summary.images,
              "; %d row(s) of earlier runs kept" % summary.kept if summary.kept else "",
              "see %s" % summary.index if summary.index else "no image could be read: nothing written"))
     return EXIT_RUNTIME if summary.failed else EXIT_OK

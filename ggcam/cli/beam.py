@@ -13,11 +13,14 @@ AUCs per row and metrics_summary.{csv,json} (means with 95% confidence intervals
 Apache Beam: `make beam-setup` (requirements-beam.txt).
 """
 import argparse
+import contextlib
+import importlib
 import logging
 import os
 import re
 import sys
-from typing import List, Optional
+import threading
+from typing import Callable, Iterator, List, Optional
 
 from ggcam import cli
 from ggcam.io import safe_files
@@ -46,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None,
                    help="output folder, local or a gs:// / s3:// URL (default: ./%s)" % DEFAULT_OUTPUT)
     cli.add_output_flags(p)
-    p.add_argument("--min_batch_size", type=int, default=1,
-                   help="RunInference's smallest batch of images per graph run (default: %(default)s)")
     p.add_argument("--max_batch_size", type=int, default=8,
-                   help="RunInference's largest batch of images per graph run (default: %(default)s)")
+                   help="images per graph run: the photos are spread over about N/this batch keys, each "
+                        "explained by one worker in graph runs of at most this many (default: %(default)s)")
+    p.add_argument("--num_shards", type=int, default=0,
+                   help="results-SSSSS-of-NNNNN.jsonl shards to write (default: by the number of rows)")
     p.add_argument("--metrics", action="store_true",
                    help="add each row's deletion and insertion AUC (evaluate.py's) and write "
                         "metrics_summary.csv/.json: means with 95%% confidence intervals")
@@ -64,10 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_flags(args: argparse.Namespace) -> List[str]:
     """Usage errors among our flags; the maps --metrics scores (none without --metrics)."""
-    cli.check_minimums(args, {"max_side": 32, "top_k_targets": 1, "min_batch_size": 1, "max_batch_size": 1,
+    cli.check_minimums(args, {"max_side": 32, "top_k_targets": 1, "max_batch_size": 1, "num_shards": 0,
                               "metric_steps": 1})
-    if args.min_batch_size > args.max_batch_size:
-        raise cli.UsageError("--min_batch_size must not exceed --max_batch_size")
     if args.list_layers:
         raise cli.UsageError("--list_layers is inference.py's (python inference.py --list_layers ...)")
     cli.check_image_flags(args)
@@ -89,9 +91,16 @@ def pipeline_options(beam_argv: List[str]):
         from apache_beam.options.pipeline_options import PipelineOptions
     except ImportError:
         raise RuntimeError("Apache Beam is not installed; run: make beam-setup")
+    try:  # the Dask runner's options (--dask_client_address, ...) exist once its module is loaded
+        importlib.import_module("apache_beam.runners.dask.dask_runner")
+    except ImportError:  # no Dask here (Beam's dask extra)
+        pass
+    if not any(a.split("=", 1)[0] == "--default_sdk_harness_log_level" for a in beam_argv):
+        beam_argv = list(beam_argv) + ["--default_sdk_harness_log_level=WARNING"]  # the workers' INFO lines
     options = PipelineOptions(beam_argv)
-    known = set(options.get_all_options(retain_unknown_options=False))
-    unknown = sorted({a[2:].split("=", 1)[0] for a in beam_argv if a.startswith("--")} - known)
+    # what Beam's parsers do not know is kept under its own name (known options go by their dest)
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
+                     - set(options.get_all_options(retain_unknown_options=False)))
     if unknown:
         raise cli.UsageError("unknown option(s): %s (neither this program's nor Beam's)"
                              % ", ".join("--" + u for u in unknown))
@@ -106,6 +115,7 @@ def run(args: argparse.Namespace, beam_argv: List[str]) -> int:
             model_kwargs[flag] = os.path.abspath(model_kwargs[flag])
     names = cli.class_names(args)
     options = pipeline_options(beam_argv)
+    runner = dask_runner(options)
 
     from ggcam.runs import beam as bp  # Beam loads here; TensorFlow only in the workers
     from apache_beam.io.filesystems import FileSystems
@@ -138,8 +148,7 @@ def run(args: argparse.Namespace, beam_argv: List[str]) -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     settings = bp.Settings(out_root, model_kwargs, layer=args.layer, guided_relu6=args.guided_relu6,
                            fusion=args.fusion, max_side=args.max_side, save_raw=args.save_raw,
-                           overwrite=args.overwrite, min_batch_size=args.min_batch_size,
-                           max_batch_size=args.max_batch_size, metric_maps=metric_maps,
+                           overwrite=args.overwrite, max_batch_size=args.max_batch_size, metric_maps=metric_maps,
                            metric_steps=args.metric_steps, methods=cli.methods_from_flags(args))
     jobs = [bp.job(path, ts) for path, ts in listed]
     lock = None if remote_out else safe_files.FolderLock(out_root).acquire()
@@ -148,8 +157,10 @@ def run(args: argparse.Namespace, beam_argv: List[str]) -> int:
         print("explaining %s%s into %s" % ("%d image(s)" % len(jobs) if jobs else "",
                                            "%s%d remote pattern(s)" % (" and " if jobs else "", len(remote_specs))
                                            if remote_specs else "", out_root), file=sys.stderr)
-        p = beam.Pipeline(options=options)
-        bp.build(p, jobs, remote_specs, [t.key for t in targets], settings, prior)
+        if runner is not None:
+            spread_on_dask(options, bp.batch_count(jobs, remote_specs, settings))
+        p = beam.Pipeline(runner=runner, options=options)
+        bp.build(p, jobs, remote_specs, [t.key for t in targets], settings, prior, args.num_shards)
         try:  # the DirectRunner finishes inside run(), others in wait_until_finish()
             result = p.run()
             result.wait_until_finish()
@@ -158,7 +169,9 @@ def run(args: argparse.Namespace, beam_argv: List[str]) -> int:
     finally:
         if lock is not None:
             lock.release()
-    counts = bp.counters(result)
+    counts = bp.read_counters(out_root, settings.run_id)
+    if counts is None:
+        raise RuntimeError("the pipeline finished without writing its counters (%s)" % bp.RUN_FILE)
     print("%d explanation(s), %d failed, %d already done; %d row(s) of earlier runs kept; see %s"
           % (counts["ok"], counts["failed"], counts["skipped"], counts["kept"],
              FileSystems.join(out_root, "results.csv")))
@@ -174,6 +187,32 @@ def run(args: argparse.Namespace, beam_argv: List[str]) -> int:
                 print("%s %s: mean %.4f, 95%% CI [%.4f, %.4f] (n=%d)"
                       % (r["map"], r["measure"], r["mean"], r["ci95_low"], r["ci95_high"], r["n"]))
     return cli.EXIT_RUNTIME if counts["failed"] else cli.EXIT_OK
+
+
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+
+
+def dask_runner(options):
+    """The runner object for --runner=DaskRunner (Beam knows it only by its full name), else None
+    (Beam's choice); a usage error where Dask is missing."""
+    if options.get_all_options().get("runner") not in ("DaskRunner", DASK_RUNNER):
+        return None
+    try:
+        from apache_beam.runners.dask.dask_runner import DaskRunner
+    except ImportError:
+        raise cli.UsageError("--runner=DaskRunner needs Dask (Beam's dask extra): on the TF 2 runtime "
+                             "`make beam-setup` installs it; Beam 2.48 on Python 3.7 cannot have it")
+    return DaskRunner()
+
+
+def spread_on_dask(options, num_batches: int) -> None:
+    """Unless --dask_npartitions or --dask_partition_size says otherwise, one partition per batch
+    key (up to 256): Dask's default of 128 items per partition would put a small run's images
+    all in one task, on one worker."""
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+    dask = options.view_as(DaskOptions)
+    if not (dask.npartitions or dask.partition_size):
+        dask.npartitions = min(256, max(2, num_batches))
 
 
 _ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception): (.+)$")
@@ -198,6 +237,42 @@ class _KnownArgs:
         return self.parser.parse_known_args(argv)
 
 
+# Lines Beam writes on every run that say nothing about this one: the worker harness's start-up
+# (before --default_sdk_harness_log_level applies), the options it does not use, a GCP client
+# library that is not installed. Shown when that level is asked for.
+BEAM_NOISE = re.compile(r"^(?:INFO:__main__:Logging handler created\.|WARNING:__main__:No semi_persistent_directory found"
+                        r"|WARNING:apache_beam\.options\.pipeline_options:Discarding unparseable args"
+                        r"|WARNING:root:apitools not found)")
+
+
+@contextlib.contextmanager
+def stderr_filtered(drop: Callable[[str], bool]) -> Iterator[None]:
+    """File descriptor 2 through a pipe while the block runs (the worker processes Beam starts
+    inherit it): every line but those ``drop`` matches goes on to the real stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    out = os.dup(saved)  # the pump's own copy: it may outlive the block (a worker still closing)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump() -> None:
+        with os.fdopen(read, "rb") as lines:
+            for line in lines:
+                if not drop(line.decode("utf-8", "replace")):
+                    os.write(out, line)
+        os.close(out)
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # this process no longer writes into the pipe
+        os.close(saved)
+        thread.join(timeout=5)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
     # Beam logs each worker's progress at INFO; its warnings and errors still show.
@@ -205,7 +280,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.getLogger("apache_beam.io.filebasedsink").setLevel(logging.ERROR)  # "Deleting existing files"
     # worker processes' log lines, relayed (their errors still show)
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    return cli.run_cli(lambda parsed: run(*parsed), _KnownArgs(build_parser()), argv)
+    args = sys.argv[1:] if argv is None else argv
+    asked = any(a.split("=", 1)[0] == "--default_sdk_harness_log_level" for a in args)
+    with stderr_filtered(lambda line: not asked and BEAM_NOISE.match(line) is not None):
+        return cli.run_cli(lambda parsed: run(*parsed), _KnownArgs(build_parser()), argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Writing files so that a reader never sees a half-written one, and output-folder locks."""
+import errno
 import os
 import secrets
 import tempfile
@@ -10,6 +11,10 @@ from ggcam.io.encoding import encode_picture
 
 _UMASK = os.umask(0)  # read (the call sets it), then put back
 os.umask(_UMASK)
+
+
+# A full disk or quota: said with the folder, since "No space left on device" alone names neither.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def _atomic_write(path: str, write: Callable[[str], None]) -> None:
@@ -40,6 +45,9 @@ def _atomic_write(path: str, write: Callable[[str], None]) -> None:
             if isinstance(cause, KeyboardInterrupt):
                 raise cause
             cause = cause.__context__
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            raise OSError(exc.errno, "%s in %s: %s was not written, and nothing was half-written (its "
+                          "temporary file is removed)" % (os.strerror(exc.errno), folder, os.path.basename(path))) from exc
         raise
 
 

@@ -21,10 +21,12 @@ up under that call's name scope first (``conv2d_7/BiasAdd``, ``dense/BiasAdd`` f
 ``Dense`` with a softmax, ``mobilenet/conv_pw_13/Conv2D`` inside a nested model);
 ``--input_tensor`` can only name the model's input layer.
 """
+import contextlib
 import functools
 import itertools
 import json
 import os
+import warnings
 from collections import OrderedDict
 from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
@@ -583,6 +585,24 @@ def _short_name(variable: tf.Variable) -> str:
     return variable.name.split("/")[-1].split(":")[0]
 
 
+@contextlib.contextmanager
+def _inference_mode() -> Iterator[None]:
+    """Keras's learning phase 0 for the layers built in the block (this graph only, restored on
+    exit): dropout and batch norm in inference mode. TF 2's Keras says the scope is deprecated
+    (for eager code, where ``training=False`` replaces it) from inside contextlib; it is what
+    graph mode has, so that warning alone is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*learning_phase_scope. is deprecated", category=UserWarning)
+        scope = tf.keras.backend.learning_phase_scope(0)
+        scope.__enter__()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*learning_phase_scope. is deprecated", category=UserWarning)
+            scope.__exit__(None, None, None)
+
+
 class KerasModel(FileModel):
     """A Keras model saved as HDF5 (``model.save("file.h5")``), explained in inference mode."""
 
@@ -768,7 +788,7 @@ class KerasModel(FileModel):
         return model
 
     def _create(self, model_input: tf.Tensor) -> tf.Tensor:
-        with tf.keras.backend.learning_phase_scope(0):  # this graph only, restored on exit
+        with _inference_mode():
             model = self._rebuild()
             self._values = self._weight_values(model)
             # One call on our input gives the output and every layer's output, so the layers

@@ -1,20 +1,26 @@
 """Guided Grad-CAM over datasets that outgrow one machine: an Apache Beam pipeline.
 
-    listed images ─┐                                         earlier rows (results-*.jsonl)
-    remote globs ──┴─ one per file ─ folder stems ─┬─ CoGroupByKey ─┘
-                                                   Plan: skip complete outputs, keep other rows
-                                                   Decode (spread over workers; bad image: failed row)
-                                                   RunInference(ExplainHandler): one graph per worker
-                                                       process, batches of --min/--max_batch_size
-                                                   Save: pictures via FileSystems, one row per target
-    all rows ─ results-SSSSS-of-NNNNN.jsonl, results.csv, metrics_summary.{csv,json} (--metrics)
+    listed images ─┐
+    remote globs ──┴─ one per file ─ folder stems ─┐      earlier rows (results-*.jsonl, read by a ParDo)
+                                                   Plan (by file): skip complete outputs, keep other rows
+                                 owners of folder names (by file-name stem) ─┤
+                                                   ExplainBatch (by batch key): decode, explain, save;
+                                                       one graph per worker process; bad image: failed rows
+    all rows ─ write_shard (by shard) ─ finish: results-SSSSS-of-NNNNN.jsonl, results.csv,
+               metrics_summary.{csv,json} (--metrics), this run's counters (RUN_FILE)
+
+Built from Create, ParDo (Map, FlatMap), GroupByKey (CoGroupByKey) and Flatten only, with one
+output per ParDo, no side inputs, no ``beam.io`` transform and no output from ``finish_bundle``,
+every branch ending in the one last step: that is what Beam's Dask runner translates (it
+computes only the last step's lineage), and every other runner runs it alike. The counters come
+from the rows (RUN_FILE), since not every runner has metrics.
 
 The rules are the command line's: ``naming.folder_names`` and ``folder.explanation_folder``
 name the folders, ``folder.make_row`` and ``results.COLUMNS`` make the rows,
 ``Explanation.encoded_files`` the files, ``explanation.is_complete`` decides what a re-run
 skips. Every file goes through Beam's ``FileSystems`` (local paths, ``gs://``, ``s3://`` with
 Beam's extras), written to a temporary name and renamed. Importing this module loads Beam but
-no TensorFlow; the model handler loads it in the workers.
+no TensorFlow; ExplainBatch loads it in the workers.
 """
 import csv
 import io
@@ -24,18 +30,16 @@ import posixpath
 import re
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zlib
-from collections import ChainMap
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from ggcam import methods as methods_mod
 from ggcam.methods.base import Method
@@ -46,12 +50,13 @@ from ggcam.runs import results as results_mod
 from ggcam.explanation import file_record, is_complete
 from ggcam.targets import Target
 
-NAMESPACE = "ggcam"
 COUNTERS = ("ok", "failed", "skipped", "kept")  # explained now; failed now; complete already; other rows kept
 SHARD_PREFIX = "results"
 SHARD_SUFFIX = ".jsonl"
 SHARD_RE = re.compile(r"^results-(\d{5,})-of-(\d{5,})\.jsonl$")
 SUMMARY_FILE = "metrics_summary"
+RUN_FILE = ".beam_run.json"  # this run's counters, written last by finish(), read by the driver
+ROWS_PER_SHARD = 20000
 BASELINE_MAPS = ("random",)  # --metric_maps beside the methods made
 DEFAULT_METRIC_MAPS = ("guided_gradcam",)
 
@@ -63,16 +68,23 @@ class Settings:
 
     def __init__(self, out_root: str, model_kwargs: Dict, layer: Optional[str] = None,
                  guided_relu6: str = "exact", fusion: str = "paper", max_side: int = decoding.DEFAULT_MAX_SIDE,
-                 save_raw: bool = False, overwrite: bool = False, min_batch_size: int = 1,
-                 max_batch_size: int = 8, metric_maps: Sequence[str] = (), metric_steps: int = 16,
-                 methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT):
+                 save_raw: bool = False, overwrite: bool = False, max_batch_size: int = 8,
+                 metric_maps: Sequence[str] = (), metric_steps: int = 16,
+                 methods: Sequence[Union[str, Method]] = methods_mod.DEFAULT, run_id: str = ""):
         # methods: names or Method objects (configured ones, as the command line makes them)
         self.out_root, self.model_kwargs, self.layer = out_root, dict(model_kwargs), layer
         self.guided_relu6, self.fusion, self.max_side = guided_relu6, fusion, max_side
         self.save_raw, self.overwrite = save_raw, overwrite
-        self.min_batch_size, self.max_batch_size = min_batch_size, max_batch_size
+        self.max_batch_size = max_batch_size
         self.metric_maps, self.metric_steps = tuple(metric_maps), metric_steps
         self.methods = tuple(methods)
+        self.run_id = run_id or uuid.uuid4().hex  # names this run's RUN_FILE
+
+    def model_key(self) -> str:
+        """What the model made from these settings depends on (a worker keeps one per key)."""
+        methods = [m if isinstance(m, str) else "%s:%r" % (m.name, sorted(vars(m).items())) for m in self.methods]
+        return json.dumps([sorted(self.model_kwargs.items()), self.layer, self.guided_relu6, self.fusion,
+                           self.max_side, methods], sort_keys=True, default=str)
 
     @property
     def metric_columns(self) -> List[str]:
@@ -281,37 +293,6 @@ def mean_ci(n: int, total: float, total_sq: float) -> Dict:
     return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
-class MetricSums(beam.CombineFn):
-    """Per metric column: count, sum and sum of squares of the rows that have it."""
-
-    def __init__(self, columns: Sequence[str]):
-        self.columns = list(columns)
-
-    def create_accumulator(self):
-        return {c: [0, 0.0, 0.0] for c in self.columns}
-
-    def add_input(self, acc, row):
-        if row.get("status") == "ok":
-            for c in self.columns:
-                v = row.get(c)
-                if isinstance(v, (int, float)) and np.isfinite(v):
-                    acc[c][0] += 1
-                    acc[c][1] += float(v)
-                    acc[c][2] += float(v) * float(v)
-        return acc
-
-    def merge_accumulators(self, accs):
-        out = self.create_accumulator()
-        for acc in accs:
-            for c in self.columns:
-                for i in range(3):
-                    out[c][i] += acc[c][i]
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
-
 def summary_rows(sums: Dict[str, List[float]], maps: Sequence[str]) -> List[Dict]:
     rows = []
     for m in maps:
@@ -332,47 +313,60 @@ def write_summary(sums: Dict[str, List[float]], out_root: str, maps: Sequence[st
     write_atomic(FileSystems.join(out_root, SUMMARY_FILE + ".csv"), ("\n".join(lines) + "\n").encode())
 
 
-# ----------------------------------------------------------------------------- DoFns
+# ----------------------------------------------------------------------------- the steps
 
-class Plan(beam.DoFn):
-    """Per file: which targets to explain; earlier rows that are complete (skipped) or belong
-    to no target of this run (kept) go straight to the results."""
-    ROWS = "rows"
+def read_rows(path: str) -> Iterable[Dict]:
+    """The rows of an earlier run's results shard (read here rather than by ``beam.io``, which
+    not every runner translates)."""
+    with _open(path) as f:
+        data = f.read().decode("utf-8")
+    for line in data.splitlines():
+        yield from parse_row(line)
 
-    def __init__(self, settings: Settings):
-        self.s = settings
-        self.skipped = Metrics.counter(NAMESPACE, "skipped")
-        self.kept = Metrics.counter(NAMESPACE, "kept")
 
-    def finished(self, row: Dict) -> bool:
-        if self.s.overwrite or row.get("status") != "ok" or not row.get("folder"):
-            return False
-        if any(not isinstance(row.get(c), (int, float)) for c in self.s.metric_columns):
-            return False
-        folder = FileSystems.join(self.s.out_root, row["folder"])
-        return is_complete(folder, row.get("files"), self.s.save_raw, open_file=_open, methods=self.s.methods)
+def finished(settings: Settings, row: Dict) -> bool:
+    """Whether an earlier ok row's files are all there, as recorded (and its metrics, if asked)."""
+    if settings.overwrite or row.get("status") != "ok" or not row.get("folder"):
+        return False
+    if any(not isinstance(row.get(c), (int, float)) for c in settings.metric_columns):
+        return False
+    folder = FileSystems.join(settings.out_root, row["folder"])
+    return is_complete(folder, row.get("files"), settings.save_raw, open_file=_open, methods=settings.methods)
 
-    def process(self, item):
-        _, grouped = item
-        jobs, prior = list(grouped["jobs"]), grouped["prior"]
-        latest = {}
-        for row in prior:
-            latest[row["target"]] = row
-        if jobs:
-            j = jobs[0]
-            todo = []
-            for key in j["targets"]:
-                row = latest.pop(key, None)
-                if row is not None and self.finished(row):
-                    self.skipped.inc()
-                    yield beam.pvalue.TaggedOutput(self.ROWS, row)
-                else:
-                    todo.append(key)
-            if todo:
-                yield dict(j, targets=todo)
-        for row in latest.values():
-            self.kept.inc()
-            yield beam.pvalue.TaggedOutput(self.ROWS, row)
+
+def plan(item: Tuple[str, Dict[str, Iterable]], settings: Settings) -> Iterable[Dict]:
+    """Per file: ``{"todo": job}`` with the targets left to explain; earlier rows that are
+    complete (``skipped``) or belong to no target of this run (``kept``) as ``{"origin", "row"}``."""
+    _, grouped = item
+    jobs, latest = list(grouped["jobs"]), {}
+    for row in grouped.get("prior", ()):
+        latest[row["target"]] = row
+    if jobs:
+        j, todo = jobs[0], []
+        for key in j["targets"]:
+            row = latest.pop(key, None)
+            if row is not None and finished(settings, row):
+                yield {"origin": "skipped", "row": row}
+            else:
+                todo.append(key)
+        if todo:
+            yield {"todo": dict(j, targets=todo)}
+    for row in latest.values():
+        yield {"origin": "kept", "row": row}
+
+
+def plain_stem(path: str) -> str:
+    """The file-name stem every folder name of ``path`` starts with (``naming.folder_names``)."""
+    return os.path.splitext(posixpath.basename(path) if is_remote(path) else os.path.basename(path))[0] or "image"
+
+
+def with_owners(item: Tuple[str, Dict[str, Iterable]]) -> Iterable[Dict]:
+    """Jobs of one file-name stem, each given the folders earlier rows of that stem own
+    (folder -> real path): ``explanation_folder`` then never reuses another file's folder."""
+    _, grouped = item
+    owners = dict(grouped.get("owners", ()))
+    for j in grouped["jobs"]:
+        yield dict(j, owners=owners)
 
 
 def read_photo(j: Dict, max_side: int) -> np.ndarray:
@@ -398,78 +392,103 @@ def read_photo(j: Dict, max_side: int) -> np.ndarray:
         raise decoding.ImageError(str(exc).replace(j["read"], j["path"]))
 
 
-class Decode(beam.DoFn):
-    """Job -> (job, photo, seconds); a bad image becomes failed rows (never a failed pipeline)."""
-    ROWS = "rows"
-
-    def __init__(self, settings: Settings):
-        self.s = settings
-        self.failed = Metrics.counter(NAMESPACE, "failed")
-
-    def process(self, j):
-        t0 = time.perf_counter()
-        try:
-            photo = read_photo(j, self.s.max_side)
-        except Exception as exc:  # ImageError, and whatever else a broken file may raise
-            message = str(exc) if isinstance(exc, decoding.ImageError) else "%s: %s" % (j["path"], exc)
-            print("error: %s" % message, file=sys.stderr)
-            self.failed.inc(len(j["targets"]))
-            for row in failed_rows(j, message, time.perf_counter() - t0):
-                yield beam.pvalue.TaggedOutput(self.ROWS, row)
-            return
-        yield j, photo, time.perf_counter() - t0
+# One model per worker process and settings, built on the first batch that needs it and shared
+# by the process's threads (a runner may run several bundles at once).
+_MODELS = {}  # type: Dict[str, object]
+_MODELS_LOCK = threading.Lock()
 
 
-class ExplainHandler(ModelHandler):
-    """RunInference's model handler: the model is an ``Explainer`` (graph built once per worker
-    process, shared by its threads); an example is (job, photo, decode seconds); the inference
-    is ``{"explanations": [...], "metrics": [...], "seconds": s}`` or ``{"error": message}``."""
-
-    def __init__(self, settings: Settings):
-        super().__init__()
-        self.s = settings
-
-    def load_model(self):
+def model_for(settings: Settings):
+    """(the process's Explainer for ``settings``, whether this call built it)."""
+    key = settings.model_key()
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            return _MODELS[key], False
         from ggcam.explainer import Explainer  # TensorFlow loads here, in the worker
-        return Explainer(layer=self.s.layer, guided_relu6=self.s.guided_relu6, fusion=self.s.fusion,
-                         max_side=self.s.max_side, methods=self.s.methods, **self.s.model_kwargs)
+        _MODELS[key] = Explainer(layer=settings.layer, guided_relu6=settings.guided_relu6, fusion=settings.fusion,
+                                 max_side=settings.max_side, methods=settings.methods, **settings.model_kwargs)
+        return _MODELS[key], True
 
-    def batch_elements_kwargs(self):
-        return {"min_batch_size": self.s.min_batch_size, "max_batch_size": self.s.max_batch_size}
 
-    def get_num_bytes(self, batch) -> int:  # the default pickles the batch just to measure it
-        return int(sum(photo.nbytes for _, photo, _ in batch))
+class ExplainBatch(beam.DoFn):
+    """(batch key, jobs) -> ``{"origin": "ok" | "failed", "row"}`` per target: each photo decoded
+    (a bad one gives failed rows, never a failed pipeline), explained in graph runs of at most
+    ``max_batch_size`` photos, its files written, its row made; ``{"origin": "graph"}`` once when
+    this process built the model. Everything is emitted from ``process``."""
 
-    def get_metrics_namespace(self) -> str:
-        return NAMESPACE
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.lock = None
 
-    def run_inference(self, batch, model, inference_args=None):
+    def setup(self):
+        self.lock = threading.Lock()
+
+    def process(self, item):
+        _, jobs = item
+        jobs = sorted(jobs, key=lambda j: j["real"])  # the same batches on every runner
+        decoded = []
+        for j in jobs:
+            t0 = time.perf_counter()
+            try:
+                decoded.append((j, read_photo(j, self.s.max_side), time.perf_counter() - t0))
+            except Exception as exc:  # ImageError, and whatever else a broken file may raise
+                message = str(exc) if isinstance(exc, decoding.ImageError) else "%s: %s" % (j["path"], exc)
+                print("error: %s" % message, file=sys.stderr)
+                for row in failed_rows(j, message, time.perf_counter() - t0):
+                    yield {"origin": "failed", "row": row}
+        if not decoded:
+            return
+        model, built = model_for(self.s)  # a model that cannot be made fails the pipeline, in one line
+        if built:
+            yield {"origin": "graph"}
+        size = max(1, self.s.max_batch_size)
+        for start in range(0, len(decoded), size):
+            yield from self.explain(model, decoded[start:start + size])
+
+    def explain(self, model, batch) -> Iterable[Dict]:
         t0 = time.perf_counter()
         targets = [[Target.from_key(k) for k in j["targets"]] for j, _, _ in batch]
-        try:
-            outcomes = model.explain_photos([p for _, p, _ in batch], targets, [j["path"] for j, _, _ in batch])
-        except Exception:  # one bad photo must not fail the others: explain them one by one
-            outcomes = []
-            for (j, photo, _), ts in zip(batch, targets):
-                try:
-                    outcomes.append(model.explain_photos([photo], [ts], [j["path"]])[0])
-                except Exception as exc:
-                    outcomes.append(exc)
+        with self.lock or threading.Lock():
+            try:
+                outcomes = model.explain_photos([p for _, p, _ in batch], targets, [j["path"] for j, _, _ in batch])
+            except Exception:  # one bad photo must not fail the others: explain them one by one
+                outcomes = []
+                for (j, photo, _), ts in zip(batch, targets):
+                    try:
+                        outcomes.append(model.explain_photos([photo], [ts], [j["path"]])[0])
+                    except Exception as exc:
+                        outcomes.append(exc)
         share = (time.perf_counter() - t0) / max(1, sum(len(t) for t in targets))
         for (j, photo, decode_seconds), outcome in zip(batch, outcomes):
-            example = (j, photo, decode_seconds)
             if isinstance(outcome, Exception):
                 message = str(outcome).strip().splitlines()[0] if str(outcome).strip() else type(outcome).__name__
-                yield PredictionResult(example, {"error": "%s: %s" % (j["path"], message)})
+                message = "%s: %s" % (j["path"], message)
+                print("error: %s" % message, file=sys.stderr)
+                for row in failed_rows(j, message):
+                    yield {"origin": "failed", "row": row}
                 continue
-            scores = []
-            for e in outcome:
-                t1 = time.perf_counter()
-                try:
-                    scores.append((self.faithfulness(model, photo, e, j["path"]), time.perf_counter() - t1))
-                except Exception as exc:
-                    scores.append((exc, time.perf_counter() - t1))
-            yield PredictionResult(example, {"explanations": outcome, "metrics": scores, "seconds": share})
+            owners = dict(j.get("owners") or {})  # this image's folders, over the earlier runs'
+            for key, e in zip(j["targets"], outcome):
+                yield self.save(model, j, key, e, photo, owners, decode_seconds / len(j["targets"]) + share)
+
+    def save(self, model, j: Dict, key: str, e, photo: np.ndarray, owners: Dict[str, str], seconds: float) -> Dict:
+        t1 = time.perf_counter()
+        folder = folder_run.explanation_folder(j["stem"], j["path"], e.label, owners, real=j["real"])
+        try:
+            scores = self.faithfulness(model, photo, e, j["path"])
+            record = {}
+            target_dir = FileSystems.join(self.s.out_root, folder)
+            for name, blob in e.encoded_files(self.s.save_raw):
+                write_atomic(FileSystems.join(target_dir, name), blob)
+                record[name] = file_record(blob)
+            row = _row(j, key, folder=folder, result=e, seconds=seconds + time.perf_counter() - t1, files=record)
+            row.update(scores)
+            return {"origin": "ok", "row": row}
+        except Exception as exc:  # OSError (BeamIOError), ValueError (NaN), anything: a failed row
+            message = "%s: %s" % (j["path"], str(exc).strip().splitlines()[0] if str(exc).strip()
+                                  else type(exc).__name__)
+            print("error: %s" % message, file=sys.stderr)
+            return {"origin": "failed", "row": _row(j, key, folder=folder, error=message)}
 
     def faithfulness(self, model, photo: np.ndarray, e, path: str) -> Dict[str, float]:
         """Deletion and insertion AUC of each --metric_maps map (``evaluate.py``'s measure: the
@@ -497,60 +516,113 @@ class ExplainHandler(ModelHandler):
         return out
 
 
-class Save(beam.DoFn):
-    """PredictionResult -> one row per target: the folder's files written atomically through
-    FileSystems, the row made by ``folder.make_row`` (failed with its error on any problem)."""
+def shard_name(out_root: str, index: int, count: int) -> str:
+    return FileSystems.join(out_root, "%s-%05d-of-%05d%s" % (SHARD_PREFIX, index, count, SHARD_SUFFIX))
 
-    def __init__(self, settings: Settings):
-        self.s = settings
-        self.ok = Metrics.counter(NAMESPACE, "ok")
-        self.failed = Metrics.counter(NAMESPACE, "failed")
 
-    def process(self, prediction: PredictionResult, owners: Dict[str, str]):
-        (j, _, decode_seconds), out = prediction.example, prediction.inference
-        if "error" in out:
-            print("error: %s" % out["error"], file=sys.stderr)
-            self.failed.inc(len(j["targets"]))
-            yield from failed_rows(j, out["error"])
-            return
-        owners = ChainMap({}, owners)  # this image's folders, over the earlier runs' (read-only side input)
-        for key, e, (scores, metric_seconds) in zip(j["targets"], out["explanations"], out["metrics"]):
-            t1 = time.perf_counter()
-            folder = folder_run.explanation_folder(j["stem"], j["path"], e.label, owners, real=j["real"])
-            try:
-                if isinstance(scores, Exception):
-                    raise ValueError("faithfulness metrics: %s" % scores)
-                record = {}
-                target_dir = FileSystems.join(self.s.out_root, folder)
-                for name, blob in e.encoded_files(self.s.save_raw):
-                    write_atomic(FileSystems.join(target_dir, name), blob)
-                    record[name] = file_record(blob)
-                seconds = (decode_seconds / len(j["targets"]) + out["seconds"] + metric_seconds
-                           + time.perf_counter() - t1)
-                row = _row(j, key, folder=folder, result=e, seconds=seconds, files=record)
-                row.update(scores)
-                self.ok.inc()
-            except Exception as exc:  # OSError (BeamIOError), ValueError (NaN), anything: a failed row
-                message = "%s: %s" % (j["path"], str(exc).strip().splitlines()[0] if str(exc).strip()
-                                      else type(exc).__name__)
-                print("error: %s" % message, file=sys.stderr)
-                row = _row(j, key, folder=folder, error=message)
-                self.failed.inc()
-            yield row
+def shard_of(item: Dict, count: int) -> int:
+    """A row's shard: by a checksum of its file and target, so a re-run puts it in the same one."""
+    row = item.get("row")
+    if row is None:
+        return 0
+    return zlib.crc32(("%s|%s" % (row_real(row), row["target"])).encode("utf-8")) % count
+
+
+def metric_sums(rows: Iterable[Dict], columns: Sequence[str]) -> Dict[str, List[float]]:
+    """Per metric column: count, sum and sum of squares over the ok rows that have it."""
+    sums = {c: [0, 0.0, 0.0] for c in columns}
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        for c in columns:
+            v = row.get(c)
+            if isinstance(v, (int, float)) and np.isfinite(v):
+                sums[c][0] += 1
+                sums[c][1] += float(v)
+                sums[c][2] += float(v) * float(v)
+    return sums
+
+
+def write_shard(item: Tuple[int, Iterable[Dict]], settings: Settings, count: int) -> Dict:
+    """One results shard written atomically; returns what Finish needs: its index, the counts of
+    its rows by origin, the graph builds and its metric sums."""
+    index, items = item
+    counts = dict({name: 0 for name in COUNTERS}, graphs=0)
+    rows = []
+    for it in items:
+        if it["origin"] == "graph":
+            counts["graphs"] += 1
+        else:
+            counts[it["origin"]] += 1
+            rows.append(it["row"])
+    rows.sort(key=lambda r: (r["path"], r["target"]))
+    data = "".join(json_line(r) + "\n" for r in rows).encode("utf-8")
+    write_atomic(shard_name(settings.out_root, index, count), data)
+    return {"index": index, "counts": counts, "sums": metric_sums(rows, settings.metric_columns)}
+
+
+def finish(item: Tuple[None, Iterable[Dict]], settings: Settings, count: int) -> Dict:
+    """The last step, after every shard: empty shards for indices no row fell into (so the set is
+    complete), results.csv merged from the shards, the metrics summary, stale shards of other
+    counts removed, and RUN_FILE with this run's counters. Returns the counters."""
+    _, done = item
+    done = list(done)
+    written = {d["index"] for d in done}
+    for index in range(count):
+        if index not in written:
+            write_atomic(shard_name(settings.out_root, index, count), b"")
+    names = [shard_name(settings.out_root, i, count) for i in range(count)]
+    extra = settings.metric_columns
+    lines = [csv_header(extra)]
+    for name in names:
+        lines += [csv_line(r, extra) for r in read_rows(name)]
+    write_atomic(FileSystems.join(settings.out_root, results_mod.CSV_FILE), ("\n".join(lines) + "\n").encode("utf-8"))
+    if settings.metric_maps:
+        sums = {c: [0, 0.0, 0.0] for c in extra}
+        for d in done:
+            for c in extra:
+                for i in range(3):
+                    sums[c][i] += d["sums"][c][i]
+        write_summary(sums, settings.out_root, settings.metric_maps)
+    remove_stale_shards(names, settings.out_root)
+    counts = dict({name: 0 for name in COUNTERS}, graphs=0)
+    for d in done:
+        for k, v in d["counts"].items():
+            counts[k] += v
+    doc = {"run": settings.run_id, "counts": counts}
+    write_atomic(FileSystems.join(settings.out_root, RUN_FILE), json.dumps(doc).encode("utf-8"))
+    return counts
 
 
 # ----------------------------------------------------------------------------- the pipeline
 
+def batch_count(jobs: Sequence[Dict], remote_specs: Sequence[str], settings: Settings) -> int:
+    """Batch keys the images are spread over: about one graph run's photos each (the workers
+    list remote patterns, so their share is a guess)."""
+    return max(1, -(-len(jobs) // max(1, settings.max_batch_size))) + (64 if remote_specs else 0)
+
+
+def shard_count(jobs: Sequence[Dict], remote_specs: Sequence[str], targets: Sequence[str]) -> int:
+    """Results shards: one per ROWS_PER_SHARD rows expected (earlier rows kept are not counted)."""
+    rows = sum(len(j["targets"]) for j in jobs) + (ROWS_PER_SHARD if remote_specs else 0) * max(1, len(targets))
+    return max(1, -(-rows // ROWS_PER_SHARD))
+
+
 def build(p: beam.Pipeline, jobs: Sequence[Dict], remote_specs: Sequence[str], remote_targets: Sequence[str],
-          settings: Settings, prior_files: Sequence[str]):
+          settings: Settings, prior_files: Sequence[str], num_shards: int = 0):
     """Add the pipeline to ``p``. jobs: ``job()`` dicts of local images (the driver listed them
     with the command line's rules); remote_specs: URLs matched by the workers, each explained
-    for ``remote_targets``; prior_files: the earlier run's results shards. Returns the rows."""
-    out_root = settings.out_root
-    listed = p | "ListedImages" >> beam.Create(list(jobs))
-    remote = (p | "RemoteSpecs" >> beam.Create(list(remote_specs))
-              | "MatchRemote" >> beam.FlatMap(match_remote, list(remote_targets)))
-    images = ((listed, remote) | "AllImages" >> beam.Flatten()
+    for ``remote_targets``; prior_files: the earlier run's results shards; num_shards: results
+    shards to write (0: ``shard_count``). Returns the last step's output: this run's counters."""
+    num_shards = int(num_shards) or shard_count(jobs, remote_specs, remote_targets)
+    num_batches = batch_count(jobs, remote_specs, settings)
+    # No empty Create (an empty branch is left out): the Dask runner splits each into partitions.
+    images = p | "ListedImages" >> beam.Create(list(jobs))
+    if remote_specs:
+        remote = (p | "RemoteSpecs" >> beam.Create(list(remote_specs))
+                  | "MatchRemote" >> beam.FlatMap(match_remote, list(remote_targets)))
+        images = (images, remote) | "AllImages" >> beam.Flatten()
+    images = (images
               | "ByFile" >> beam.Map(lambda j: (j["real"], j))
               | "OnePerFile" >> beam.GroupByKey()
               | "MergeTargets" >> beam.Map(merge_same_file)
@@ -558,58 +630,39 @@ def build(p: beam.Pipeline, jobs: Sequence[Dict], remote_specs: Sequence[str], r
               | "SameStem" >> beam.GroupByKey()
               | "FolderStems" >> beam.FlatMap(assign_stems)
               | "KeyImages" >> beam.Map(lambda j: (j["real"], j)))
+    to_plan, owner_sets = {"jobs": images}, {}
     if prior_files:
         prior = (p | "EarlierShards" >> beam.Create(list(prior_files))
-                 | "ReadEarlier" >> beam.io.ReadAllFromText()
-                 | "ParseEarlier" >> beam.FlatMap(parse_row))
-    else:
-        prior = p | "NoEarlierRows" >> beam.Create([])
-    owners = (prior | "FolderOwners" >> beam.FlatMap(
-        lambda r: [(r["folder"], row_real(r))] if r.get("folder") else []))
-    planned = ({"jobs": images, "prior": prior | "KeyEarlier" >> beam.Map(lambda r: (row_real(r), r))}
-               | "JoinEarlier" >> beam.CoGroupByKey()
-               | "Plan" >> beam.ParDo(Plan(settings)).with_outputs(Plan.ROWS, main="todo"))
-    decoded = (planned.todo
-               | "Decode" >> beam.ParDo(Decode(settings)).with_outputs(Decode.ROWS, main="photos"))
-    saved = (decoded.photos
-             | "Explain" >> RunInference(ExplainHandler(settings))
-             | "Save" >> beam.ParDo(Save(settings), owners=beam.pvalue.AsDict(owners)))
-    rows = (planned[Plan.ROWS], decoded[Decode.ROWS], saved) | "AllRows" >> beam.Flatten()
-
-    written = (rows | "ToJson" >> beam.Map(json_line)
-               | "WriteJsonl" >> beam.io.WriteToText(FileSystems.join(out_root, SHARD_PREFIX),
-                                                     file_name_suffix=SHARD_SUFFIX))
-    (written | "ShardNames" >> beam.combiners.ToList()
-     | "RemoveStaleShards" >> beam.Map(remove_stale_shards, out_root))
-    extra = settings.metric_columns
-    (rows | "ToCsv" >> beam.Map(csv_line, extra)
-     | "WriteCsv" >> beam.io.WriteToText(FileSystems.join(out_root, results_mod.CSV_FILE), num_shards=1,
-                                         shard_name_template="", header=csv_header(extra)))
-    if settings.metric_maps:
-        (rows | "MetricSums" >> beam.CombineGlobally(MetricSums(extra))
-         | "WriteSummary" >> beam.Map(write_summary, out_root, list(settings.metric_maps)))
-    return rows
+                 | "ReadEarlier" >> beam.FlatMap(read_rows))
+        to_plan["prior"] = prior | "KeyEarlier" >> beam.Map(lambda r: (row_real(r), r))
+        owner_sets["owners"] = prior | "FolderOwners" >> beam.FlatMap(
+            lambda r: [(plain_stem(r["path"]), (r["folder"], row_real(r)))] if r.get("folder") else [])
+    planned = to_plan | "JoinEarlier" >> beam.CoGroupByKey() | "Plan" >> beam.FlatMap(plan, settings)
+    todo = planned | "ToExplain" >> beam.FlatMap(lambda x: [x["todo"]] if "todo" in x else [])
+    carried = planned | "Carried" >> beam.FlatMap(lambda x: [] if "todo" in x else [x])
+    explained = (dict(owner_sets, jobs=todo | "TodoByStem" >> beam.Map(lambda j: (plain_stem(j["path"]), j)))
+                 | "JoinOwners" >> beam.CoGroupByKey()
+                 | "WithOwners" >> beam.FlatMap(with_owners)
+                 | "ByBatch" >> beam.Map(lambda j: (zlib.crc32(j["real"].encode("utf-8")) % num_batches, j))
+                 | "Batches" >> beam.GroupByKey()
+                 | "Explain" >> beam.ParDo(ExplainBatch(settings)))
+    return ((carried, explained) | "AllRows" >> beam.Flatten()
+            | "ByShard" >> beam.Map(lambda x: (shard_of(x, num_shards), x))
+            | "Shards" >> beam.GroupByKey()
+            | "WriteShards" >> beam.Map(write_shard, settings, num_shards)
+            | "Together" >> beam.Map(lambda d: (None, d))
+            | "AllShards" >> beam.GroupByKey()
+            | "Finish" >> beam.Map(finish, settings, num_shards))
 
 
-def counters(result) -> Dict[str, int]:
-    """The pipeline's ok / failed / skipped / kept counters, and ``graphs``: how many times a
-    worker built the model's graph (RunInference's model-load timings, one per load); committed
-    values where the runner has them, else attempted."""
-    from apache_beam.metrics.metric import MetricsFilter
-    found = dict({name: 0 for name in COUNTERS}, graphs=0)
+def read_counters(out_root: str, run_id: str) -> Optional[Dict[str, int]]:
+    """This run's counters from RUN_FILE (None when absent or another run's)."""
     try:
-        query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-    except Exception:  # a runner without metrics
-        return found
-    for c in query["counters"]:
-        if c.key.metric.name in COUNTERS:
-            value = c.committed if c.committed is not None else c.attempted
-            found[c.key.metric.name] += int(value or 0)
-    for d in query["distributions"]:
-        if d.key.metric.name == "load_model_latency_milli_secs":
-            value = d.committed if d.committed is not None else d.attempted
-            found["graphs"] += int(value.count) if value is not None else 0
-    return found
+        with _open(FileSystems.join(out_root, RUN_FILE)) as f:
+            doc = json.loads(f.read().decode("utf-8"))
+    except Exception:
+        return None
+    return doc.get("counts") if doc.get("run") == run_id else None
 
 
 def read_summary(out_root: str) -> Optional[Dict]:

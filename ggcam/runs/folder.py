@@ -36,9 +36,10 @@ class Options:
 
 
 class Summary(NamedTuple):
-    """What a folder run did: explanations made and failed by this run, its images, images
-    already done by earlier runs, rows of earlier runs kept, the gallery's path ('' when the
-    run wrote nothing: no image could be read and the folder held no earlier results)."""
+    """What a folder run did: explanations made and failed by this run (not those it found
+    done), its images, explanations found complete from earlier runs (skipped), rows of earlier
+    runs kept, the gallery's path ('' when the run wrote nothing: no image could be read and
+    the folder held no earlier results)."""
     explained: int
     failed: int
     images: int
@@ -144,15 +145,16 @@ def _pending(options: Options, jobs: List[Tuple[str, List[Target]]], out_root: s
 
     todo = [(p, [c for c, k in zip(targets, keys) if not finished(k)])
             for (p, targets), (_, keys) in zip(jobs, job_keys)]
+    done = sum(len(targets) for _, targets in jobs) - sum(len(targets) for _, targets in todo)
     todo = [(p, targets) for p, targets in todo if targets]
-    return rows, todo, job_keys, len(jobs) - len(todo)
+    return rows, todo, job_keys, done
 
 
 def _run_batch_locked(options: Options, jobs: List[Tuple[str, List[Target]]], out_root: str,
                       make_explainer: Callable, state) -> Summary:
     from tqdm import tqdm
 
-    rows, todo, job_keys, skipped = state
+    rows, todo, job_keys, skipped = state  # skipped: explanations found complete
     folder_owner = {r["folder"]: key[0] for key, r in rows.items() if r.get("folder")}
     stems = naming.folder_names([p for p, _ in jobs])
 
@@ -166,10 +168,11 @@ def _run_batch_locked(options: Options, jobs: List[Tuple[str, List[Target]]], ou
 
     previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
                 signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
-    bar = tqdm(total=len(jobs), initial=skipped, unit="img", file=sys.stderr, disable=options.quiet,
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="img", file=sys.stderr, disable=options.quiet,
                dynamic_ncols=True)
     explainer_obj = None
     finished_now = 0
+    made_now = set()  # the keys of the rows this run wrote
     try:
         for start in range(0, len(todo), options.batch_size):
             chunk = todo[start:start + options.batch_size]
@@ -184,6 +187,7 @@ def _run_batch_locked(options: Options, jobs: List[Tuple[str, List[Target]]], ou
                     for c in targets:
                         row = make_row(path, c, error=str(exc), seconds=time.perf_counter() - t0)
                         rows[_row_key(row)] = row
+                        made_now.add(_row_key(row))
                 load_seconds[path] = time.perf_counter() - t0
             if loaded:
                 if explainer_obj is None:
@@ -204,6 +208,7 @@ def _run_batch_locked(options: Options, jobs: List[Tuple[str, List[Target]]], ou
                             bar.write("error: %s" % message, file=sys.stderr)
                             row = make_row(path, target, folder, error=message)
                         rows[_row_key(row)] = row
+                        made_now.add(_row_key(row))
                         finished_now += 1
             write_reports()
             bar.update(len(chunk))
@@ -228,7 +233,7 @@ def _run_batch_locked(options: Options, jobs: List[Tuple[str, List[Target]]], ou
         if explainer_obj is not None:
             explainer_obj.close()
     bar.close()
-    mine = [rows[k] for _, keys in job_keys for k in keys if k in rows]
-    failed = sum(1 for r in mine if r["status"] != "ok")
-    return Summary(explained=len(mine) - failed, failed=failed, images=len(jobs), skipped=skipped,
+    mine = {k for _, keys in job_keys for k in keys if k in rows}
+    failed = sum(1 for k in made_now if rows[k]["status"] != "ok")
+    return Summary(explained=len(made_now) - failed, failed=failed, images=len(jobs), skipped=skipped,
                    kept=len(rows) - len(mine), index=os.path.join(out_root, gallery.INDEX_FILE))

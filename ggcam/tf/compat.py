@@ -49,7 +49,7 @@ _NOISE = ("absl::InitializeLog", "cudart_stub.cc", "cuda_platform.cc", "cuda_exe
 @contextlib.contextmanager
 def _native_stderr_filtered() -> Iterator[None]:
     """Hold file descriptor 2 in a temporary file; on exit write back every line but _NOISE's
-    (everything, if the block raised)."""
+    (everything if the block raised an error, which those lines may explain; not for Ctrl-C)."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -57,11 +57,13 @@ def _native_stderr_filtered() -> Iterator[None]:
         yield
         return
     held = tempfile.TemporaryFile()
-    raised = True
+    raised = False
     try:
         os.dup2(held.fileno(), 2)
         yield
-        raised = False
+    except Exception:
+        raised = True
+        raise
     finally:
         try:
             sys.stderr.flush()
