@@ -31,8 +31,9 @@ from ggcam.tf.compat import VERSION, tf  # noqa: E402
 
 # Op types by group, matched on the type with oneDNN's "_Mkl" / "_MklNative" prefixes removed.
 GROUPS = [
-    ("forward convolutions", ("Conv2D", "DepthwiseConv2dNative", "FusedConv2D", "FusedDepthwiseConv2dNative",
-                              "MatMul", "BiasAdd")),
+    ("forward convolutions (with what Grappler fused into them)",
+     ("Conv2D", "DepthwiseConv2dNative", "FusedConv2D", "FusedDepthwiseConv2dNative", "MatMul", "BiasAdd",
+      "Conv2DWithBias", "FusedMatMul")),
     ("depthwise input gradient", ("DepthwiseConv2dNativeBackpropInput",)),
     ("other convolutions' input gradient", ("Conv2DBackpropInput", "Conv2DBackpropFilter",
                                             "DepthwiseConv2dNativeBackpropFilter")),
@@ -42,9 +43,10 @@ GROUPS = [
                                      "FusedBatchNormGradV2", "FusedBatchNormGradV3")),
     ("resize and its adjoint", ("ResizeBilinear", "ResizeBilinearGrad", "ScaleAndTranslate",
                                 "ScaleAndTranslateGrad", "ResizeArea")),
-    ("copies and layout conversions", ("MklToTf", "TfToMkl", "Transpose", "Identity", "Reshape", "Squeeze",
+    ("copies and layout conversions", ("MklToTf", "ToTf", "TfToMkl", "Transpose", "Identity", "Reshape", "Squeeze",
                                        "ExpandDims", "ConcatV2", "Pack", "Tile", "Pad", "Slice", "StridedSlice",
-                                       "InputConversion", "Snapshot", "Const", "_Recv", "_Send", "_Retval", "_Arg")),
+                                       "InputConversion", "Snapshot", "Const", "Recv", "Send", "Retval", "Arg",
+                                       "HostRecv", "HostSend")),
 ]
 
 
@@ -91,10 +93,14 @@ def traced(graph: GuidedGradCamGraph, photos, repeats: int):
         graph.session = session
     types = {op.name: op.type for op in graph.graph.get_operations()}
     per_type = collections.Counter()
-    for dev in [d for metadata in best[1] for d in metadata.step_stats.dev_stats]:
+    # "/host:CPU" repeats the kernels' time as host-side records (TF 1.15): the device's own only
+    for dev in [d for metadata in best[1] for d in metadata.step_stats.dev_stats if not d.device.startswith("/host:")]:
         for node in dev.node_stats:
             name = node.node_name.split(":")[0]
-            op_type = types.get(name) or (node.timeline_label.split("=", 1)[-1].strip().split("(")[0] or "?")
+            # the kernel that ran ("name = Type(inputs)"): Grappler's fusions and oneDNN's rewrites
+            # keep a graph op's name under another type
+            label = node.timeline_label.split(" = ", 1)[1].strip().split("(")[0] if " = " in node.timeline_label else ""
+            op_type = label or types.get(name) or "?"
             per_type[op_type] += node.all_end_rel_micros
     return best[0], per_type
 

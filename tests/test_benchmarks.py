@@ -56,7 +56,8 @@ def test_speed_benchmark_runs_on_two_images_and_torch_logits_agree(tmp_path):
     assert report["pytorch_grad_cam_logits_max_abs_diff"] < 1e-3
     summary = result.stdout.strip().splitlines()[-1]
     assert [w.split("=")[0] for w in summary.split()] == [
-        "speedup_vs_pytorch_grad_cam", "overhead_vs_network", "cold_start_vs_tf_import"], summary
+        "speedup_vs_pytorch_grad_cam", "speedup_vs_pytorch_grad_cam_b1", "overhead_vs_network",
+        "network_vs_forward", "cold_start_vs_tf_import"], summary
     cold = report["cold_start"]
     assert cold["vs_tf_import"] > 0 and cold["help_s"] < cold["first_picture_s"]
     assert report["by_batch"]["1"]["overhead_vs_network"] > 0
@@ -98,3 +99,23 @@ def test_speed_variants_take_turns_and_each_keeps_its_best_round(monkeypatch):
     best = speed.interleaved_best({"a": variant("a"), "b": variant("b")}, repeats=3)
     assert calls == ["a", "b"] * 3
     assert best == {"a": 1.0, "b": 4.0}
+
+
+def test_the_network_pass_profile_and_levers_run(tmp_path):
+    """benchmarks/profile_ops.py and benchmarks/network_levers.py on one small round: they run,
+    their groups cover the op time, and a lever that keeps the values reports no difference."""
+    report = tmp_path / "ops.json"
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_ops.py"), "--batches=1",
+                           "--repeats=1", "--output=%s" % report], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+    assert done.returncode == 0, done.stderr
+    (batch,) = json.loads(report.read_text())["batches"]
+    assert abs(sum(g["share"] for g in batch["groups"]) - 1.0) < 1e-6 and batch["network_vs_forward"] > 1
+    levers = tmp_path / "levers.json"
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "network_levers.py"), "--batches=1",
+                           "--rounds=1", "--levers=relu6grad,pointwise", "--output=%s" % levers],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert done.returncode == 0, done.stderr
+    rows = {r["lever"]: r for r in json.loads(levers.read_text())["rows"]}
+    assert sorted(rows) == ["baseline", "pointwise", "relu6grad"]
+    assert rows["relu6grad"]["largest_difference"] == 0.0 and rows["pointwise"]["largest_difference"] < 1e-5

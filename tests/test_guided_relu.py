@@ -75,3 +75,40 @@ def test_registration_survives_reimport_and_reload():
 def test_unknown_rule_is_refused():
     with pytest.raises(ValueError):
         guided_relu.override_map("bogus")
+
+
+def _batch_norm_input_gradient(overridden: bool, is_training: bool):
+    """d/dx of sum(r * batch_norm(x)) on a [2, 3, 3, 4] input, as TensorFlow's own gradient or
+    through the override map (which on TF 2 carries the one-multiply gradient)."""
+    rng = np.random.RandomState(5)
+    x_value = rng.normal(size=(2, 3, 3, 4)).astype(np.float32)
+    r = rng.normal(size=(2, 3, 3, 4)).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 2, 4).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    mean, variance = rng.normal(size=4).astype(np.float32), rng.uniform(0.1, 3, 4).astype(np.float32)
+    graph = tf.Graph()
+    overrides = guided_relu.override_map("exact") if overridden else {}
+    with graph.as_default(), graph.gradient_override_map(overrides):
+        x = tf.placeholder(tf.float32, x_value.shape)
+        if is_training:
+            y = tf.nn.fused_batch_norm(x, gamma, beta, epsilon=1e-3, is_training=True)[0]
+        else:
+            y = tf.nn.fused_batch_norm(x, gamma, beta, mean, variance, epsilon=1e-3, is_training=False)[0]
+        dx, = tf.gradients(tf.reduce_sum(y * r), x)
+        with tf.Session() as sess:
+            value = sess.run(dx, {x: x_value})
+    return value, r * gamma / np.sqrt(variance + 1e-3), y.op.type
+
+
+def test_inference_batch_norm_gradient_is_tensorflows_own_and_the_hand_worked_one():
+    from ggcam.tf.compat import TF2
+    assert ("FusedBatchNormV3" in guided_relu.override_map("exact")) == TF2
+    assert ("FusedBatchNormV3" in guided_relu.override_map("plain")) == TF2  # every rule: one forward pass
+    ours, by_hand, op_type = _batch_norm_input_gradient(True, is_training=False)
+    theirs, _, _ = _batch_norm_input_gradient(False, is_training=False)
+    assert op_type == "FusedBatchNormV3"
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours, by_hand, rtol=1e-5, atol=1e-6)
+    # training mode (batch statistics) keeps TensorFlow's own gradient
+    ours, _, _ = _batch_norm_input_gradient(True, is_training=True)
+    theirs, _, _ = _batch_norm_input_gradient(False, is_training=True)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -105,6 +105,7 @@ def build(model: Model, layer: Optional[str] = None, guided_relu6: str = "exact"
     height, width = model.input_size
     built = Built(tf.Graph())
     overrides = guided_relu.override_map(guided_relu6)
+    guided = guided_relu6 != "plain"  # the map is not empty for "plain" on TF 2 (batch norm's gradient)
     with built.graph.as_default():
         with tf.name_scope("ggcam") as ours:
             built.photo = tf.placeholder(tf.float32, [1, None, None, 3], name="photo")
@@ -114,12 +115,12 @@ def build(model: Model, layer: Optional[str] = None, guided_relu6: str = "exact"
             (built.photo_grad,) = tf.gradients(built.resized, [built.photo], grad_ys=built.resized_grad,
                                                name="photo_gradient")
             built.images = tf.placeholder(tf.float32, [None, height, width, 3], name="images")
-        model.guided = bool(overrides)
+        model.guided = guided
         with built.graph.gradient_override_map(overrides):
             logits = model.build(built.images)
         built.layer_name = layer or model.default_layer
         conv = model.layer(built.layer_name)
-        left = guided_relu.unguided(depends_on(logits, built.images)) if overrides else {}
+        left = guided_relu.unguided(depends_on(logits, built.images)) if guided else {}
         if left:
             model.notes.append("guided backprop: %s keep their own gradient (not rectifier-like, so not guided)"
                                % ", ".join("%s (%d op%s)" % (t, n, "s" if n > 1 else "")
@@ -142,7 +143,7 @@ def build(model: Model, layer: Optional[str] = None, guided_relu6: str = "exact"
                         (conv_grad,) = tf.gradients(score, [conv], name="plain_layer_gradient")
                 if out.PLAIN_GRADIENT in outputs:
                     plain_input = input_grad
-                    if overrides:  # the same forward ops, their own gradients all the way down
+                    if guided:  # the same forward ops, their own gradients all the way down
                         with guided_relu.plain_gradients():
                             (plain_input,) = tf.gradients(score, [built.images], name="plain_input_gradient")
             except (AttributeError, LookupError, TypeError, ValueError) as exc:

@@ -29,11 +29,22 @@ _GUIDED_RELU6 = {"exact": "GuidedGradCamRelu6Exact", "seed": "GuidedGradCamRelu6
 _GUIDED_OTHERS = {"LeakyRelu": "GuidedGradCamLeakyRelu", "Elu": "GuidedGradCamElu", "Selu": "GuidedGradCamSelu",
                   "Softplus": "GuidedGradCamSoftplus"}
 GATE = "GuidedGradCamGate"  # the gradient of the identity on a composite activation's output
+# Not a guided rule: the input gradient of an inference-mode batch norm as one multiply, on TF 2
+# only, where it takes 20% off the network pass (batch 8; benchmarks/network_levers.py): with
+# FusedBatchNormGradV3 gone, Grappler fuses each convolution, batch norm and ReLU6 of the forward
+# pass as it does for the forward pass alone. On TF 1.15 (oneDNN) the multiply is 24% slower.
+INFERENCE_BATCH_NORM = "GuidedGradCamInferenceBatchNorm"
 GUIDED_OP_TYPES = frozenset([_GUIDED_RELU, GATE] + list(_GUIDED_RELU6.values()) + list(_GUIDED_OTHERS.values()))
 # Op types that carry a guided gradient (single-op activations); the plain gradient of each is
 # registered under its own type name.
 GUIDED_TYPES = frozenset(["Relu", "Relu6"] + list(_GUIDED_OTHERS))
 _plain = [False]  # read while tf.gradients builds the backward ops, not when they run
+
+
+def _tf2() -> bool:
+    # (ggcam.tf.compat imports this module: its TF2 flag would make a cycle)
+    from tensorflow.python.framework import versions
+    return int(versions.__version__.split(".")[0]) >= 2
 
 
 def _register() -> None:
@@ -52,14 +63,18 @@ def _register() -> None:
         # Passes where the unit is active (x > 0) and the upstream gradient is positive.
         return gen_nn_ops.relu_grad(positive(grad), op.outputs[0])
 
+    TF2 = _tf2()
+
     def guided_relu6_exact_grad(op, grad):
         x = op.inputs[0]
         if _plain[0]:
             return gen_nn_ops.relu6_grad(grad, x)
         # True ReLU6 derivative (1 on 0 < x < 6, else 0), gated by positive upstream gradient.
-        # As two ReluGrads (x > 0, then 6 - x > 0) rather than one Relu6Grad: the same values
-        # bit for bit, and 10 to 15% off the network pass on intel-tensorflow, whose Relu6Grad
-        # kernel alone took 30% of its op time (docs/performance.md, lever table).
+        if TF2:  # one Relu6Grad: 2 to 8% off TF 2's network pass against the form below
+            return gen_nn_ops.relu6_grad(positive(grad), x)
+        # On TF 1.15 as two ReluGrads (x > 0, then 6 - x > 0) rather than one Relu6Grad: the same
+        # values bit for bit, and 10 to 15% off the network pass on intel-tensorflow, whose
+        # Relu6Grad kernel alone took 30% of its op time (docs/performance.md, lever table).
         gated = gen_nn_ops.relu_grad(positive(grad), x)
         # 6 - x made when the gradient arrives: made in the forward pass, each layer's copy would
         # be held until the backward pass (160 MB more at batch 8, benchmarks/memory.py).
@@ -85,9 +100,22 @@ def _register() -> None:
         "Selu": lambda op, g: gen_nn_ops.selu_grad(g, op.outputs[0]),
         "Softplus": lambda op, g: gen_nn_ops.softplus_grad(g, op.inputs[0]),
     }
+    def inference_batch_norm_grad(op, grad, *unused):
+        # y = (x - mean) * gamma / sqrt(variance + epsilon) + beta, per channel, with the moving
+        # statistics as constants: dy/dx is that one factor. Training mode (batch statistics)
+        # and channels-first keep TensorFlow's own gradient.
+        data_format = op.get_attr("data_format")
+        if op.get_attr("is_training") or data_format not in (b"NHWC", "NHWC"):
+            from tensorflow.python.ops import nn_grad
+            return nn_grad._FusedBatchNormV3Grad(op, grad, *unused)
+        _, gamma, _, _, variance = op.inputs
+        factor = gamma * math_ops.rsqrt(variance + op.get_attr("epsilon"))
+        return [grad * factor, None, None, None, None]
+
     registered = [(_GUIDED_RELU, guided_relu_grad), (_GUIDED_RELU6["exact"], guided_relu6_exact_grad),
                   (_GUIDED_RELU6["seed"], guided_relu6_seed_grad), (GATE, guided(lambda op, g: g))]
     registered += [(_GUIDED_OTHERS[t], guided(fn)) for t, fn in others.items()]
+    registered.append((INFERENCE_BATCH_NORM, inference_batch_norm_grad))
     for name, fn in registered:
         try:
             ops.RegisterGradient(name)(fn)
@@ -99,14 +127,16 @@ def override_map(rule: str = "exact") -> Dict[str, str]:
     """The ``gradient_override_map`` argument that makes the single-op activations guided.
 
     rule: "exact" (true ReLU6 derivative), "seed" (saturated units pass gradient) or
-    "plain" (no override: the vanilla gradient, for comparison).
+    "plain" (no guidance: the vanilla gradient, for comparison). On TF 2 every rule also gives
+    inference-mode batch norm its one-multiply input gradient (INFERENCE_BATCH_NORM).
     """
     if rule not in RULES:
         raise ValueError("guided_relu6 must be one of %s, got %r" % (", ".join(RULES), rule))
-    if rule == "plain":
-        return {}
     _register()
-    return dict(_GUIDED_OTHERS, Relu=_GUIDED_RELU, Relu6=_GUIDED_RELU6[rule])
+    faster = {"FusedBatchNormV3": INFERENCE_BATCH_NORM} if _tf2() else {}  # every rule: the same forward pass
+    if rule == "plain":
+        return faster
+    return dict(_GUIDED_OTHERS, Relu=_GUIDED_RELU, Relu6=_GUIDED_RELU6[rule], **faster)
 
 
 def gate(x):
