@@ -99,7 +99,6 @@ def test_many_calls_do_not_grow_the_graph(ex):
 
 
 @pytest.mark.e2e
-@pytest.mark.smoke
 def test_example_notebook_runs(tmp_path):
     import nbclient
     import nbformat

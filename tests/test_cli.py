@@ -83,6 +83,8 @@ def test_writes_every_picture_and_raw_arrays(chelsea_run):
     assert np.all(raw["cam"] >= 0) and raw["cam"].max() > 0
 
 
+@pytest.mark.e2e  # chelsea_run: the one CLI process, shared with the smoke test
+@pytest.mark.smoke
 def test_top_k_lines_and_summary(chelsea_run):
     _, result = chelsea_run
     lines = result.stdout.strip().splitlines()
@@ -108,6 +110,8 @@ def resized(picture, tile):
     return cv2.resize(picture, (tile.shape[1], tile.shape[0]), interpolation=cv2.INTER_AREA).astype(int)
 
 
+@pytest.mark.e2e  # chelsea_run: the one CLI process, shared with the smoke test
+@pytest.mark.smoke
 def test_colours_on_disk_are_rgb(chelsea_run):
     out, _ = chelsea_run
     raw = np.load(str(out / "raw.npz"))
@@ -121,6 +125,8 @@ def test_colours_on_disk_are_rgb(chelsea_run):
     np.testing.assert_array_equal(np.asarray(Image.open(str(out / "gradcam.png"))), gc.heatmap(cam))
 
 
+@pytest.mark.e2e  # chelsea_run: the one CLI process, shared with the smoke test
+@pytest.mark.smoke
 def test_panel_on_disk_keeps_the_photo_colours_and_holds_the_heatmap(chelsea_run):
     out, _ = chelsea_run
     panel = np.asarray(Image.open(str(out / "panel.png")).convert("RGB"))

@@ -538,6 +538,7 @@ def test_keras_files_of_newer_keras_versions_are_rebuilt(newer_keras_files, kind
     assert any(n.startswith("Keras file: ") and "initializers" in n for n in model.notes)
 
 
+@pytest.mark.e2e  # its fixture makes the files with Keras 3 in another process
 def test_a_keras3_archive_is_refused_with_the_conversion_command(newer_keras_files):
     path = str(newer_keras_files / "keras3.keras")
     with pytest.raises(ModelError) as err:
