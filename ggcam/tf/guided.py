@@ -100,6 +100,7 @@ def _register() -> None:
         "Selu": lambda op, g: gen_nn_ops.selu_grad(g, op.outputs[0]),
         "Softplus": lambda op, g: gen_nn_ops.softplus_grad(g, op.inputs[0]),
     }
+
     def inference_batch_norm_grad(op, grad, *unused):
         # y = (x - mean) * gamma / sqrt(variance + epsilon) + beta, per channel, with the moving
         # statistics as constants: dy/dx is that one factor. Training mode (batch statistics)
