@@ -158,9 +158,13 @@ beam-demo: setup beam-setup
 	    --runner=DirectRunner --direct_running_mode=multi_processing --direct_num_workers=2
 
 # The same on a real Dask cluster on this machine: a scheduler and two worker processes on
-# 127.0.0.1 (TF 2 runtime: Beam 2.48 on Python 3.7 cannot have Dask), stopped afterwards.
-beam-dask-demo: setup beam-setup
+# 127.0.0.1, stopped afterwards. Always on the TF 2 runtime (set up on first use): Beam 2.48,
+# the last for Python 3.7, cannot have Dask.
+beam-dask-demo:
+	@$(MAKE) --no-print-directory beam-dask-run RUNTIME=tf2
+
+beam-dask-run: setup beam-setup
 	$(PY) scripts/dask_cluster.py --workers 2 -- $(PY) beam_explain.py --image=images --top_k_targets=2 \
 	    --output_dir=$(DEMO_OUT)/beam_dask --runner=DaskRunner --dask_client_address={address}
 
-.PHONY: beam-setup beam-demo beam-dask-demo
+.PHONY: beam-setup beam-demo beam-dask-demo beam-dask-run
