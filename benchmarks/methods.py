@@ -20,8 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from ggcam import methods as methods_mod  # noqa: E402
 from ggcam.explainer import Explainer  # noqa: E402
 from ggcam.io import decoding  # noqa: E402
 from ggcam.targets import Target  # noqa: E402
-from speed import TORCH_PYTHON, make_inputs, torch_peer  # noqa: E402
+from speed import TORCH_PYTHON, best_time, make_inputs, torch_peer  # noqa: E402
 
 CLOSED_FORM = ("gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
 PEER = ("gradcam", "gradcam++", "eigencam", "scorecam", "ablationcam")
@@ -49,20 +48,11 @@ def job(ex: Explainer, photos: List[np.ndarray], batch: int) -> None:
                 e.maps()
 
 
-def best(fn: Callable[[], None], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def ours(photos: List[np.ndarray], methods, batch: int, repeats: int, options=None) -> float:
     """Seconds per image of ``job`` (best of ``repeats``, after a warm-up)."""
     with Explainer(methods=list(methods), method_options=options) as ex:
         job(ex, photos[:1], 1)
-        return best(lambda: job(ex, photos, batch), repeats) / len(photos)
+        return best_time(lambda: job(ex, photos, batch), repeats) / len(photos)
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -39,6 +38,7 @@ from ggcam.engine.graph import GuidedGradCamGraph  # noqa: E402
 from ggcam.models.slim import SlimModel  # noqa: E402
 from ggcam.tf import guided  # noqa: E402
 from ggcam.tf.compat import VERSION, tf  # noqa: E402
+from speed import best_time, interleaved_best  # noqa: E402
 
 LEVERS = ("pointwise", "depthwise", "batchnorm")
 CHOICES = LEVERS + ("relu6grad", "all")
@@ -154,13 +154,8 @@ def main() -> None:
             out = g.run(images)  # warm-up, and the arrays to compare
             gaps[name] = max(float(np.abs(out[k] - reference[k]).max() / max(np.abs(reference[k]).max(), 1e-30))
                              for k in ("logits", "conv_activations", "conv_gradient", "guided_backprop"))
-        best = {name: float("inf") for name in graphs}
-        for _ in range(args.rounds):
-            for name, g in graphs.items():
-                t0 = time.perf_counter()
-                g.run(images)
-                best[name] = min(best[name], time.perf_counter() - t0)
-        forward = min(_timed(lambda: base.logits(images)) for _ in range(args.rounds))
+        best = interleaved_best({name: (lambda g=g: g.run(images)) for name, g in graphs.items()}, args.rounds)
+        forward = best_time(lambda: base.logits(images), args.rounds)
         print("\nTF %s, batch %d (forward alone %.1f ms/image)" % (VERSION, batch, 1000 * forward / batch))
         print("| lever | network pass ms/image | vs baseline | network vs forward | largest difference |")
         print("|---|---|---|---|---|")
@@ -177,11 +172,6 @@ def main() -> None:
         with open(args.output, "w") as f:
             json.dump(report, f, indent=1)
 
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ggcam.engine.graph import GuidedGradCamGraph  # noqa: E402
 from ggcam.models.slim import SlimModel  # noqa: E402
 from ggcam.tf.compat import VERSION, tf  # noqa: E402
+from speed import best_time  # noqa: E402
 
 
 # Op types by group, matched on the type with oneDNN's "_Mkl" / "_MklNative" prefixes removed.
@@ -105,16 +106,6 @@ def traced(graph: GuidedGradCamGraph, photos, repeats: int):
     return best[0], per_type
 
 
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", default="1,8")
@@ -129,9 +120,10 @@ def main() -> None:
         for batch in [int(b) for b in args.batches.split(",")]:
             photos = [rng.uniform(0, 1, (height, width, 3)).astype(np.float32) for _ in range(batch)]
             graph.run(photos)  # warm-up: allocations, oneDNN's kernel preparation
-            pass_s = timed(lambda: graph.run(photos), args.repeats)
+            pass_s = best_time(lambda: graph.run(photos), args.repeats)
             model_sized = np.stack([graph.resize(p) for p in photos])
-            forward_s = timed(lambda: graph.logits(model_sized), args.repeats)
+            graph.logits(model_sized)  # warm-up of the forward-only run
+            forward_s = best_time(lambda: graph.logits(model_sized), args.repeats)
             wall, per_type = traced(graph, photos, args.repeats)
             total = float(sum(per_type.values()))
             groups = collections.Counter()

@@ -85,6 +85,14 @@ def check_flags(args: argparse.Namespace) -> List[str]:
     return maps if args.metrics else []
 
 
+LOG_LEVEL_FLAG = "--default_sdk_harness_log_level"  # Beam's, for its worker harness
+
+
+def log_level_asked(argv: List[str]) -> bool:
+    """Whether the user set the workers' log level (then all of Beam's lines are shown)."""
+    return any(a.split("=", 1)[0] == LOG_LEVEL_FLAG for a in argv)
+
+
 def pipeline_options(beam_argv: List[str]):
     """Beam's PipelineOptions from the flags that are not ours; an unknown flag is a usage error."""
     try:
@@ -95,8 +103,8 @@ def pipeline_options(beam_argv: List[str]):
         importlib.import_module("apache_beam.runners.dask.dask_runner")
     except ImportError:  # no Dask here (Beam's dask extra)
         pass
-    if not any(a.split("=", 1)[0] == "--default_sdk_harness_log_level" for a in beam_argv):
-        beam_argv = list(beam_argv) + ["--default_sdk_harness_log_level=WARNING"]  # the workers' INFO lines
+    if not log_level_asked(beam_argv):
+        beam_argv = list(beam_argv) + ["%s=WARNING" % LOG_LEVEL_FLAG]  # the workers' INFO lines
     options = PipelineOptions(beam_argv)
     # what Beam's parsers do not know is kept under its own name (known options go by their dest)
     unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
@@ -280,9 +288,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.getLogger("apache_beam.io.filebasedsink").setLevel(logging.ERROR)  # "Deleting existing files"
     # worker processes' log lines, relayed (their errors still show)
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    args = sys.argv[1:] if argv is None else argv
-    asked = any(a.split("=", 1)[0] == "--default_sdk_harness_log_level" for a in args)
-    with stderr_filtered(lambda line: not asked and BEAM_NOISE.match(line) is not None):
+    asked = log_level_asked(sys.argv[1:] if argv is None else argv)
+    with contextlib.nullcontext() if asked else stderr_filtered(lambda line: BEAM_NOISE.match(line) is not None):
         return cli.run_cli(lambda parsed: run(*parsed), _KnownArgs(build_parser()), argv)
 
 

@@ -591,16 +591,23 @@ def _inference_mode() -> Iterator[None]:
     exit): dropout and batch norm in inference mode. TF 2's Keras says the scope is deprecated
     (for eager code, where ``training=False`` replaces it) from inside contextlib; it is what
     graph mode has, so that warning alone is silenced."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*learning_phase_scope. is deprecated", category=UserWarning)
-        scope = tf.keras.backend.learning_phase_scope(0)
+    scope = tf.keras.backend.learning_phase_scope(0)
+    with _no_learning_phase_warning():
         scope.__enter__()
     try:
         yield
     finally:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*learning_phase_scope. is deprecated", category=UserWarning)
+        with _no_learning_phase_warning():
             scope.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _no_learning_phase_warning() -> Iterator[None]:
+    # Only around the scope's own entry and exit: the layers built inside may warn of things
+    # worth saying.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*learning_phase_scope. is deprecated", category=UserWarning)
+        yield
 
 
 class KerasModel(FileModel):

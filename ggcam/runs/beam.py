@@ -355,11 +355,6 @@ def plan(item: Tuple[str, Dict[str, Iterable]], settings: Settings) -> Iterable[
         yield {"origin": "kept", "row": row}
 
 
-def plain_stem(path: str) -> str:
-    """The file-name stem every folder name of ``path`` starts with (``naming.folder_names``)."""
-    return os.path.splitext(posixpath.basename(path) if is_remote(path) else os.path.basename(path))[0] or "image"
-
-
 def with_owners(item: Tuple[str, Dict[str, Iterable]]) -> Iterable[Dict]:
     """Jobs of one file-name stem, each given the folders earlier rows of that stem own
     (folder -> real path): ``explanation_folder`` then never reuses another file's folder."""
@@ -393,21 +388,22 @@ def read_photo(j: Dict, max_side: int) -> np.ndarray:
 
 
 # One model per worker process and settings, built on the first batch that needs it and shared
-# by the process's threads (a runner may run several bundles at once).
-_MODELS = {}  # type: Dict[str, object]
+# by the process's threads (a runner may run several bundles at once), with the lock its runs take.
+_MODELS = {}  # type: Dict[str, Tuple[object, threading.Lock]]
 _MODELS_LOCK = threading.Lock()
 
 
 def model_for(settings: Settings):
-    """(the process's Explainer for ``settings``, whether this call built it)."""
+    """(the process's Explainer for ``settings``, the lock its runs take, whether this call built it)."""
     key = settings.model_key()
     with _MODELS_LOCK:
         if key in _MODELS:
-            return _MODELS[key], False
+            return _MODELS[key] + (False,)
         from ggcam.explainer import Explainer  # TensorFlow loads here, in the worker
-        _MODELS[key] = Explainer(layer=settings.layer, guided_relu6=settings.guided_relu6, fusion=settings.fusion,
-                                 max_side=settings.max_side, methods=settings.methods, **settings.model_kwargs)
-        return _MODELS[key], True
+        _MODELS[key] = (Explainer(layer=settings.layer, guided_relu6=settings.guided_relu6, fusion=settings.fusion,
+                                  max_side=settings.max_side, methods=settings.methods, **settings.model_kwargs),
+                        threading.Lock())
+        return _MODELS[key] + (True,)
 
 
 class ExplainBatch(beam.DoFn):
@@ -418,10 +414,6 @@ class ExplainBatch(beam.DoFn):
 
     def __init__(self, settings: Settings):
         self.s = settings
-        self.lock = None
-
-    def setup(self):
-        self.lock = threading.Lock()
 
     def process(self, item):
         _, jobs = item
@@ -438,17 +430,17 @@ class ExplainBatch(beam.DoFn):
                     yield {"origin": "failed", "row": row}
         if not decoded:
             return
-        model, built = model_for(self.s)  # a model that cannot be made fails the pipeline, in one line
+        model, lock, built = model_for(self.s)  # a model that cannot be made fails the pipeline, in one line
         if built:
             yield {"origin": "graph"}
         size = max(1, self.s.max_batch_size)
         for start in range(0, len(decoded), size):
-            yield from self.explain(model, decoded[start:start + size])
+            yield from self.explain(model, lock, decoded[start:start + size])
 
-    def explain(self, model, batch) -> Iterable[Dict]:
+    def explain(self, model, lock: threading.Lock, batch) -> Iterable[Dict]:
         t0 = time.perf_counter()
         targets = [[Target.from_key(k) for k in j["targets"]] for j, _, _ in batch]
-        with self.lock or threading.Lock():
+        with lock:
             try:
                 outcomes = model.explain_photos([p for _, p, _ in batch], targets, [j["path"] for j, _, _ in batch])
             except Exception:  # one bad photo must not fail the others: explain them one by one
@@ -543,11 +535,16 @@ def metric_sums(rows: Iterable[Dict], columns: Sequence[str]) -> Dict[str, List[
     return sums
 
 
+def no_counts() -> Dict[str, int]:
+    """COUNTERS and ``graphs`` (graph builds), all 0."""
+    return dict({name: 0 for name in COUNTERS}, graphs=0)
+
+
 def write_shard(item: Tuple[int, Iterable[Dict]], settings: Settings, count: int) -> Dict:
     """One results shard written atomically; returns what Finish needs: its index, the counts of
     its rows by origin, the graph builds and its metric sums."""
     index, items = item
-    counts = dict({name: 0 for name in COUNTERS}, graphs=0)
+    counts = no_counts()
     rows = []
     for it in items:
         if it["origin"] == "graph":
@@ -585,7 +582,7 @@ def finish(item: Tuple[None, Iterable[Dict]], settings: Settings, count: int) ->
                     sums[c][i] += d["sums"][c][i]
         write_summary(sums, settings.out_root, settings.metric_maps)
     remove_stale_shards(names, settings.out_root)
-    counts = dict({name: 0 for name in COUNTERS}, graphs=0)
+    counts = no_counts()
     for d in done:
         for k, v in d["counts"].items():
             counts[k] += v
@@ -636,11 +633,11 @@ def build(p: beam.Pipeline, jobs: Sequence[Dict], remote_specs: Sequence[str], r
                  | "ReadEarlier" >> beam.FlatMap(read_rows))
         to_plan["prior"] = prior | "KeyEarlier" >> beam.Map(lambda r: (row_real(r), r))
         owner_sets["owners"] = prior | "FolderOwners" >> beam.FlatMap(
-            lambda r: [(plain_stem(r["path"]), (r["folder"], row_real(r)))] if r.get("folder") else [])
+            lambda r: [(_stem(r["path"]), (r["folder"], row_real(r)))] if r.get("folder") else [])
     planned = to_plan | "JoinEarlier" >> beam.CoGroupByKey() | "Plan" >> beam.FlatMap(plan, settings)
     todo = planned | "ToExplain" >> beam.FlatMap(lambda x: [x["todo"]] if "todo" in x else [])
     carried = planned | "Carried" >> beam.FlatMap(lambda x: [] if "todo" in x else [x])
-    explained = (dict(owner_sets, jobs=todo | "TodoByStem" >> beam.Map(lambda j: (plain_stem(j["path"]), j)))
+    explained = (dict(owner_sets, jobs=todo | "TodoByStem" >> beam.Map(lambda j: (_stem(j["path"]), j)))
                  | "JoinOwners" >> beam.CoGroupByKey()
                  | "WithOwners" >> beam.FlatMap(with_owners)
                  | "ByBatch" >> beam.Map(lambda j: (zlib.crc32(j["real"].encode("utf-8")) % num_batches, j))
